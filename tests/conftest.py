@@ -52,3 +52,33 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"golden data folder not found at {REFERENCE}; clone the project next to ../shared to run golden tests")
     return REFERENCE
+
+
+class TameBackbone(DiffusersUNetBackbone):
+    """A tiny random U-Net on top of the exact denoiser for N(0, s^2) data.
+
+    eps = sqrt(1 - a) x_t / (a s^2 + 1 - a) + gamma * unet_eps(h). A random U-Net alone is
+    no denoiser, so its samples explode to |x| ~ 1e2; adding the closed-form denoiser keeps
+    trajectories in the image range, while h, skips, temb and the decoder stay the real
+    diffusers ones (so directions act exactly as they would on a trained model).
+    """
+
+    def __init__(self, unet, gamma: float = 0.2, s: float = 0.5):
+        super().__init__(unet, backbone_id="test/tame")
+        self.gamma, self.s = gamma, s
+
+    def encode(self, x_t, t):
+        enc = super().encode(x_t, t)
+        return type(enc)(h=enc.h, skips=enc.skips + (x_t,), temb=enc.temb, t=enc.t)
+
+    def decode(self, enc, h=None):
+        x_t = enc.skips[-1]
+        inner = type(enc)(h=enc.h, skips=enc.skips[:-1], temb=enc.temb, t=enc.t)
+        a = self.alphas_cumprod[enc.t.long()].reshape(-1, 1, 1, 1).to(x_t.dtype)
+        base = (1 - a).sqrt() * x_t / (a * self.s**2 + 1 - a)
+        return base + self.gamma * super().decode(inner, h)
+
+
+@pytest.fixture
+def tame_backbone() -> TameBackbone:
+    return TameBackbone(make_tiny_unet())

@@ -1,0 +1,66 @@
+"""Where hspace keeps what it computes once and reuses: inverted latents, interval curves.
+
+The root is ``$HSPACE_CACHE`` or ``~/.cache/hspace``. Files are safetensors / JSON, never pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["cache_root", "tensor_digest", "LatentCache"]
+
+
+def cache_root() -> Path:
+    """The cache folder (``$HSPACE_CACHE``, default ``~/.cache/hspace``)."""
+    return Path(os.environ.get("HSPACE_CACHE", Path.home() / ".cache" / "hspace")).expanduser()
+
+
+def tensor_digest(*parts: torch.Tensor | str) -> str:
+    """A short SHA-256 of tensors' bytes and strings (content addressing)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            h.update(str(tuple(p.shape)).encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(p.encode())
+    return h.hexdigest()[:24]
+
+
+class LatentCache:
+    """DDIM-inverted latents x_T per (backbone, image content, step count).
+
+    Args:
+        backbone_id: the backbone the latents belong to.
+        root: folder; default ``cache_root() / "latents"``.
+    """
+
+    def __init__(self, backbone_id: str, root: Path | None = None):
+        self.dir = (root or cache_root() / "latents") / tensor_digest(backbone_id)
+        self.backbone_id = backbone_id
+
+    def _path(self, image: torch.Tensor, n_steps: int) -> Path:
+        return self.dir / f"{tensor_digest(image)}-inv{n_steps}.safetensors"
+
+    def get(self, image: torch.Tensor, n_steps: int) -> torch.Tensor | None:
+        """The cached x_T ``[3, S, S]`` for ``image`` ``[3, S, S]``, or None."""
+        p = self._path(image, n_steps)
+        if not p.is_file():
+            return None
+        try:
+            return load_file(str(p))["latent"]
+        except Exception:  # a truncated cache file is recomputed, never trusted
+            return None
+
+    def put(self, image: torch.Tensor, n_steps: int, latent: torch.Tensor) -> None:
+        p = self._path(image, n_steps)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        save_file({"latent": latent.detach().float().cpu().contiguous()}, str(tmp),
+                  metadata={"backbone_id": self.backbone_id, "n_inv_steps": str(n_steps)})
+        tmp.replace(p)

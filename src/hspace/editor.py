@@ -1,0 +1,218 @@
+"""Editing real images: invert once, then run the asymmetric reverse process with directions.
+
+The :class:`Editor` owns the caches (inverted latents) and the batching; the math lives in
+:mod:`hspace.sampler` and :mod:`hspace.directions`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .backbones.base import Backbone
+from .cache import LatentCache
+from .directions import ComposedDirection, Direction, check_direction_fits, rescale_for_steps
+from .precision import Precision, check_precision
+from .sampler import Phases, generate, invert
+
+__all__ = ["EditConfig", "EditOutput", "Editor", "resolve_interval", "DEFAULT_T_EDIT"]
+
+log = logging.getLogger(__name__)
+
+# Used only when neither the user, the direction file nor a measured curve gives t_edit.
+DEFAULT_T_EDIT = 500
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Settings of an edit run.
+
+    Args:
+        n_inv_steps: DDIM inversion steps (float32 always).
+        n_steps: generation steps; strengths are rescaled by n_train / n_steps.
+        t_edit: edit where t >= t_edit; None: from the directions' files, else DEFAULT_T_EDIT.
+        t_boost: stochastic quality boosting below t_boost; None: from the files, else 0 (off).
+        eta_boost: eta of the boosting phase.
+        seed: noise seed; image i of a run uses ``seed + i`` so batching never changes results.
+        batch_size: images per network batch.
+        precision: "fp32" or "bf16" (U-Net under bf16 autocast during generation).
+        joint_decode: decode h and h + dh as one batch.
+        cache_latents: keep inverted latents on disk (see :mod:`hspace.cache`).
+        progress: show progress bars.
+    """
+
+    n_inv_steps: int = 40
+    n_steps: int = 40
+    t_edit: int | None = None
+    t_boost: int | None = None
+    eta_boost: float = 1.0
+    seed: int = 0
+    batch_size: int = 4
+    precision: Precision = "fp32"
+    joint_decode: bool = True
+    cache_latents: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_inv_steps", "n_steps", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.n_inv_steps < 2 or self.n_steps < 2:
+            raise ValueError(f"need at least 2 steps, got n_inv_steps={self.n_inv_steps}, n_steps={self.n_steps}")
+        for name in ("t_edit", "t_boost"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1000):
+                raise ValueError(f"{name} must be an integer timestep in 0..999 or None, got {v!r}")
+        if self.t_edit is not None and self.t_boost is not None and self.t_boost > self.t_edit:
+            raise ValueError(f"t_boost ({self.t_boost}) must not exceed t_edit ({self.t_edit})")
+        if not self.eta_boost >= 0:
+            raise ValueError(f"eta_boost must be >= 0, got {self.eta_boost!r}")
+        check_precision(self.precision)
+
+
+@dataclass
+class EditOutput:
+    """Result of :meth:`Editor.edit`.
+
+    Attributes:
+        images: edited images ``[B, 3, S, S]`` in about [-1, 1].
+        t_edit, t_boost: the interval that was used, and where each value came from.
+        strengths: the user's strengths per direction (before step rescaling).
+    """
+
+    images: torch.Tensor
+    t_edit: int
+    t_boost: int
+    interval_source: dict[str, str] = field(default_factory=dict)
+    strengths: list[float] = field(default_factory=list)
+
+
+def resolve_interval(config: EditConfig, direction: Direction | None) -> tuple[int, int, dict[str, str]]:
+    """t_edit / t_boost from the config, else the direction's metadata, else defaults.
+
+    Returns:
+        ``(t_edit, t_boost, source)`` where ``source`` says for each value where it came from.
+    """
+    meta = direction.meta if direction is not None else None
+    src: dict[str, str] = {}
+    if config.t_edit is not None:
+        t_edit, src["t_edit"] = config.t_edit, "user"
+    elif meta is not None and meta.t_edit is not None:
+        t_edit, src["t_edit"] = meta.t_edit, "direction file"
+    else:
+        t_edit, src["t_edit"] = DEFAULT_T_EDIT, f"default {DEFAULT_T_EDIT} (set --t-edit or run `hspace interval`)"
+    if config.t_boost is not None:
+        t_boost, src["t_boost"] = config.t_boost, "user"
+    elif meta is not None and meta.t_boost is not None:
+        t_boost, src["t_boost"] = meta.t_boost, "direction file"
+    else:
+        t_boost, src["t_boost"] = 0, "default 0 (quality boosting off)"
+    if t_boost > t_edit:
+        log.warning("t_boost %d > t_edit %d: boosting starts below t_edit instead", t_boost, t_edit)
+        t_boost = t_edit
+    return t_edit, t_boost, src
+
+
+class Editor:
+    """Edits images with h-space directions on one backbone.
+
+    Args:
+        backbone: the frozen model.
+        config: run settings.
+
+    Example:
+        >>> from hspace.backbones.registry import load_backbone
+        >>> from hspace.directions import GlobalDirection
+        >>> bb = load_backbone("tiny-random")
+        >>> ed = Editor(bb, EditConfig(n_inv_steps=4, n_steps=4, progress=False, cache_latents=False))
+        >>> x = torch.zeros(1, 3, bb.image_size, bb.image_size)
+        >>> out = ed.edit(ed.invert(x), [(GlobalDirection.for_backbone(bb, torch.ones(bb.h_shape)), 1.0)])
+        >>> tuple(out.images.shape)
+        (1, 3, 32, 32)
+    """
+
+    def __init__(self, backbone: Backbone, config: EditConfig = EditConfig()):
+        self.backbone = backbone
+        self.config = config
+        self.latent_cache = LatentCache(backbone.backbone_id) if config.cache_latents else None
+
+    def _batches(self, n: int) -> list[slice]:
+        bs = self.config.batch_size
+        return [slice(i, min(i + bs, n)) for i in range(0, n, bs)]
+
+    def _check_images(self, x: torch.Tensor, what: str) -> None:
+        s = self.backbone.image_size
+        if x.dim() != 4 or x.shape[1] != self.backbone.in_channels or x.shape[2:] != (s, s):
+            raise ValueError(
+                f"{what} must be [B, {self.backbone.in_channels}, {s}, {s}] for {self.backbone.backbone_id}, "
+                f"got {list(x.shape)}"
+            )
+
+    def invert(self, images: torch.Tensor) -> torch.Tensor:
+        """DDIM-invert images ``[B, 3, S, S]`` in [-1, 1] to latents x_T (float32, cached)."""
+        self._check_images(images, "images")
+        n = self.config.n_inv_steps
+        out: list[torch.Tensor | None] = [None] * images.shape[0]
+        if self.latent_cache is not None:
+            out = [self.latent_cache.get(img, n) for img in images]
+        todo = [i for i, v in enumerate(out) if v is None]
+        bar = tqdm(total=len(todo), desc="invert", unit="img", disable=not self.config.progress or not todo)
+        for sl in self._batches(len(todo)):
+            idx = todo[sl]
+            lat = invert(self.backbone, images[idx], n).latents
+            for j, i in enumerate(idx):
+                out[i] = lat[j]
+                if self.latent_cache is not None:
+                    self.latent_cache.put(images[i], n, lat[j])
+            bar.update(len(idx))
+        bar.close()
+        return torch.stack([v.to(images.device) for v in out])  # type: ignore[union-attr]
+
+    def _run(self, latents: torch.Tensor, delta: Direction | None, phases: Phases, desc: str) -> torch.Tensor:
+        self._check_images(latents, "latents")
+        chunks = []
+        bar = tqdm(total=latents.shape[0], desc=desc, unit="img", disable=not self.config.progress)
+        for sl in self._batches(latents.shape[0]):
+            gens = [torch.Generator().manual_seed(self.config.seed + i) for i in range(sl.start, sl.stop)]
+            chunks.append(
+                generate(
+                    self.backbone, latents[sl], self.config.n_steps, delta=delta, phases=phases,
+                    generator=gens, precision=self.config.precision, joint_decode=self.config.joint_decode,
+                )
+            )
+            bar.update(sl.stop - sl.start)
+        bar.close()
+        return torch.cat(chunks)
+
+    def combine(self, directions: Sequence[tuple[Direction, float]]) -> Direction:
+        """Check each direction fits, rescale for the step count, and compose (1/sqrt(N) rule)."""
+        if not directions:
+            raise ValueError("give at least one (direction, strength) pair")
+        for d, _ in directions:
+            check_direction_fits(d, self.backbone)
+        return rescale_for_steps(ComposedDirection(list(directions)), self.config.n_steps)
+
+    def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
+        """Plain DDIM generation from latents (no edit, no boosting): the inversion's reconstruction."""
+        return self._run(latents, None, Phases(), "reconstruct")
+
+    def edit(self, latents: torch.Tensor, directions: Sequence[tuple[Direction, float]]) -> EditOutput:
+        """Edit latents ``[B, 3, S, S]`` with ``[(direction, strength), ...]`` applied together."""
+        delta = self.combine(directions)
+        t_edit, t_boost, src = resolve_interval(self.config, delta)
+        phases = Phases(t_edit=t_edit, t_boost=t_boost, eta_boost=self.config.eta_boost)
+        images = self._run(latents, delta, phases, "edit")
+        return EditOutput(images, t_edit, t_boost, src, [float(s) for _, s in directions])
+
+    def sweep(self, latents: torch.Tensor, direction: Direction, strengths: Sequence[float]) -> list[EditOutput]:
+        """One edit per strength (an interpolation strip), same noise seeds for each."""
+        return [self.edit(latents, [(direction, s)]) for s in strengths]
+
+    def describe(self) -> dict:
+        """The resolved configuration, for run records."""
+        return {"backbone_id": self.backbone.backbone_id, **asdict(self.config)}
