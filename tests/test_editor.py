@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from hspace.directions import DirectionMismatchError, GlobalDirection
+from hspace.editor import DEFAULT_T_EDIT, EditConfig, Editor, resolve_interval
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HSPACE_CACHE", str(tmp_path / "cache"))
+
+
+def cfg(**kw):
+    base = dict(n_inv_steps=6, n_steps=6, progress=False)
+    base.update(kw)
+    return EditConfig(**base)
+
+
+def images(n=2, seed=0):
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def global_dir(bb, scale=0.5, seed=0, **meta):
+    dh = scale * torch.randn(bb.h_shape, generator=torch.Generator().manual_seed(seed))
+    return GlobalDirection.for_backbone(bb, dh, **meta)
+
+
+class Counting:
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, k):
+        return getattr(self.inner, k)
+
+    def eps(self, x, t):
+        self.calls += 1
+        return self.inner.eps(x, t)
+
+
+def test_inversion_is_cached_on_disk(tame_backbone):
+    bb = Counting(tame_backbone)
+    x = images()
+    first = Editor(bb, cfg()).invert(x)
+    calls = bb.calls
+    assert calls == 5  # 6-point grid: 5 inversion steps for the batch
+    again = Editor(bb, cfg()).invert(x)
+    assert bb.calls == calls and torch.equal(first, again)
+    Editor(bb, cfg(n_inv_steps=8)).invert(x)  # another step count is another cache entry
+    assert bb.calls > calls
+
+
+def test_zero_direction_reproduces_reconstruction(tame_backbone):
+    ed = Editor(tame_backbone, cfg(joint_decode=False, t_boost=0))
+    lat = ed.invert(images())
+    zero = GlobalDirection.for_backbone(tame_backbone)
+    assert torch.equal(ed.edit(lat, [(zero, 1.0)]).images, ed.reconstruct(lat))
+
+
+def test_batch_size_does_not_change_results(tame_backbone):
+    x = images(3)
+    outs = []
+    for bs in (1, 3):
+        ed = Editor(tame_backbone, cfg(batch_size=bs, t_edit=400, t_boost=300, cache_latents=False))
+        outs.append(ed.edit(ed.invert(x), [(global_dir(tame_backbone), 1.0)]).images)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+
+
+def test_negative_strength_moves_the_other_way(tame_backbone):
+    ed = Editor(tame_backbone, cfg(t_edit=300))
+    lat = ed.invert(images())
+    d = global_dir(tame_backbone, scale=0.05)  # small dh: the random U-Net is near-linear there
+    rec = ed.reconstruct(lat)
+    plus = ed.edit(lat, [(d, 1.0)]).images - rec
+    minus = ed.edit(lat, [(d, -1.0)]).images - rec
+    cos = torch.nn.functional.cosine_similarity(plus.flatten(), minus.flatten(), dim=0)
+    assert cos < -0.9, cos
+    assert plus.abs().mean() > 1e-3
+
+
+def test_strength_is_rescaled_by_train_over_test_steps(tame_backbone):
+    ed = Editor(tame_backbone, cfg(t_edit=300, cache_latents=False))
+    lat = ed.invert(images(1))
+    trained_on_12 = global_dir(tame_backbone, n_train_steps=12)  # used with 6 steps: x2
+    plain = global_dir(tame_backbone)
+    torch.testing.assert_close(ed.edit(lat, [(trained_on_12, 1.0)]).images, ed.edit(lat, [(plain, 2.0)]).images)
+
+
+def test_interval_resolution_order(tame_backbone):
+    d = global_dir(tame_backbone, t_edit=610, t_boost=120)
+    assert resolve_interval(cfg(t_edit=700), d)[:2] == (700, 120)
+    t_edit, t_boost, src = resolve_interval(cfg(), d)
+    assert (t_edit, t_boost) == (610, 120) and src["t_edit"] == "direction file"
+    t_edit, t_boost, src = resolve_interval(cfg(), global_dir(tame_backbone))
+    assert (t_edit, t_boost) == (DEFAULT_T_EDIT, 0) and "default" in src["t_edit"]
+
+
+def test_direction_for_another_backbone_is_refused(tame_backbone):
+    wrong = GlobalDirection((32, 4, 4), torch.ones(32, 4, 4))
+    ed = Editor(tame_backbone, cfg())
+    with pytest.raises(DirectionMismatchError, match="32"):
+        ed.edit(torch.zeros(1, 3, 32, 32), [(wrong, 1.0)])
+
+
+def test_bad_inputs_are_refused(tame_backbone):
+    ed = Editor(tame_backbone, cfg())
+    with pytest.raises(ValueError, match=r"\[B, 3, 32, 32\]"):
+        ed.invert(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="at least one"):
+        ed.edit(torch.zeros(1, 3, 32, 32), [])
+    with pytest.raises(ValueError, match="t_boost"):
+        EditConfig(t_edit=100, t_boost=200)
+    with pytest.raises(ValueError, match="n_steps"):
+        EditConfig(n_steps=0)
