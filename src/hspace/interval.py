@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbones.base import Backbone
+from .cache import cache_root
 from .distances import Distance, get_distance
 from .sampler import invert, predict_x0
 from .schedule import abar_at
@@ -403,8 +404,8 @@ def measure_curves(
 
 
 def cache_dir() -> Path:
-    """The user cache folder: ``$HSPACE_CACHE``, default ``~/.cache/hspace`` (same rule as ``hspace.cache``)."""
-    return Path(os.environ.get("HSPACE_CACHE") or Path.home() / ".cache" / "hspace").expanduser()
+    """The user cache folder (see :func:`hspace.cache.cache_root`)."""
+    return cache_root()
 
 
 def _slug(text: str) -> str:
