@@ -287,7 +287,7 @@ class Trainer:
 
     def _record(self, data: TrainingData, steps: int, seconds: float, losses: list[float]) -> None:
         cfg, bb = self.config, self.backbone
-        schedule = {"alphas_cumprod_T": int(bb.alphas_cumprod.shape[0])}
+        schedule = dict(getattr(bb, "schedule_config", None) or {"num_train_timesteps": int(bb.alphas_cumprod.shape[0])})
         extra = {**self.direction.meta.extra, "training": {
             "optimizer_steps": steps, "images": int(data.latents.shape[0]), "epochs": cfg.epochs,
             "batch_size": cfg.batch_size, "lr": cfg.lr, "precision": cfg.precision, "seconds": round(seconds, 2),

@@ -52,6 +52,7 @@ class Backbone(Protocol):
         image_size: native image side in pixels.
         in_channels: image channels (3 for RGB).
         alphas_cumprod: ``[T]`` float32 abar_t of the model's own schedule.
+        schedule_config: a JSON-able description of that schedule (recorded in direction files).
     """
 
     backbone_id: str
@@ -60,6 +61,7 @@ class Backbone(Protocol):
     image_size: int
     in_channels: int
     alphas_cumprod: torch.Tensor
+    schedule_config: dict
 
     def encode(self, x_t: torch.Tensor, t: torch.Tensor) -> Encoded:
         """Down path + middle block. ``x_t`` ``[B, 3, S, S]``, ``t`` ``[B]`` (or a scalar)."""

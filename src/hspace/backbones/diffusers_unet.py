@@ -12,7 +12,7 @@ from diffusers import UNet2DModel
 from ..schedule import alphas_cumprod_from_betas, default_alphas_cumprod, linear_betas
 from .base import Encoded
 
-__all__ = ["DiffusersUNetBackbone", "alphas_cumprod_from_scheduler_config"]
+__all__ = ["DiffusersUNetBackbone", "alphas_cumprod_from_scheduler_config", "describe_schedule"]
 
 
 def alphas_cumprod_from_scheduler_config(config: dict | None) -> torch.Tensor:
@@ -35,16 +35,34 @@ def alphas_cumprod_from_scheduler_config(config: dict | None) -> torch.Tensor:
     return DDPMScheduler.from_config(keep).alphas_cumprod.float().clone()
 
 
+_SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type")
+
+
+def describe_schedule(config: dict | None, num_steps: int) -> dict:
+    """The schedule fields worth recording (the paper's default when there is no config)."""
+    if not config:
+        return {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": num_steps}
+    return {k: config[k] for k in _SCHEDULE_KEYS if k in config}
+
+
 class DiffusersUNetBackbone(torch.nn.Module):
     """A frozen diffusers ``UNet2DModel`` split at its middle block.
 
     Args:
         unet: the model. Class-conditional models are not supported.
-        alphas_cumprod: ``[T]`` schedule; defaults to the paper's linear schedule.
+        alphas_cumprod: ``[T]`` schedule; default: computed from ``schedule_config``.
         backbone_id: a stable name (hub id, folder, or built-in name) recorded in direction files.
+        schedule_config: the model's diffusers scheduler config (None: the paper's linear
+            default); recorded in direction files as the training schedule.
     """
 
-    def __init__(self, unet: UNet2DModel, alphas_cumprod: torch.Tensor | None = None, backbone_id: str = "unnamed"):
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        alphas_cumprod: torch.Tensor | None = None,
+        backbone_id: str = "unnamed",
+        schedule_config: dict | None = None,
+    ):
         super().__init__()
         if not isinstance(unet, UNet2DModel):
             raise TypeError(f"expected a diffusers UNet2DModel, got {type(unet).__name__}")
@@ -55,11 +73,10 @@ class DiffusersUNetBackbone(torch.nn.Module):
             )
         self.unet = unet.eval().requires_grad_(False)
         self.backbone_id = backbone_id
-        self.register_buffer(
-            "alphas_cumprod",
-            (alphas_cumprod if alphas_cumprod is not None else default_alphas_cumprod()).float().clone(),
-            persistent=False,
-        )
+        if alphas_cumprod is None:
+            alphas_cumprod = alphas_cumprod_from_scheduler_config(schedule_config)
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
+        self.schedule_config = describe_schedule(schedule_config, int(alphas_cumprod.shape[0]))
         cfg = unet.config
         self.in_channels = int(cfg.in_channels)
         self.out_channels = int(cfg.out_channels)

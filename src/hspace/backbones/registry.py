@@ -32,7 +32,7 @@ import torch
 from diffusers import UNet2DModel
 
 from .base import Backbone
-from .diffusers_unet import DiffusersUNetBackbone, alphas_cumprod_from_scheduler_config
+from .diffusers_unet import DiffusersUNetBackbone
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -264,8 +264,8 @@ def load_diffusers_folder(folder: Path | str, backbone_id: str | None = None) ->
         )
     return DiffusersUNetBackbone(
         unet.eval(),
-        alphas_cumprod=alphas_cumprod_from_scheduler_config(sched),
         backbone_id=backbone_id or str(folder),
+        schedule_config=sched,
     )
 
 
