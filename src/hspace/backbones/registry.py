@@ -3,6 +3,8 @@
 Accepted forms:
 
 * a built-in name (see :func:`list_models`), e.g. ``"tiny-random"``;
+* a named real checkpoint such as ``"adm:p2-celebahq-256"`` or ``"ddpm:celebahq-256"``
+  (see :mod:`.checkpoints`), optionally with its weights file: ``"adm:p2-celebahq-256=/data/celebahq_p2.pt"``;
 * a local folder in diffusers layout: a ``UNet2DModel`` folder (``config.json`` +
   ``diffusion_pytorch_model.safetensors``, optionally ``scheduler_config.json``), or a
   pipeline folder (``model_index.json`` with ``unet/`` and ``scheduler/`` sub-folders);
@@ -104,9 +106,15 @@ def _load_providers() -> None:
 
 
 def list_models() -> dict[str, str]:
-    """Built-in model names and their one-line descriptions."""
+    """Built-in and named real models (``adm:*``, ``ddpm:*``, see :mod:`.checkpoints`) with one-line descriptions."""
     _load_providers()
-    return {name: desc for name, (desc, _) in BUILTIN_MODELS.items()}
+    from .checkpoints import list_named
+
+    return {**{name: desc for name, (desc, _) in BUILTIN_MODELS.items()}, **list_named()}
+
+
+#: Prefixes of the named real models of :mod:`.checkpoints` (``NAME`` or ``NAME=PATH``).
+_NAMED_PREFIXES = ("adm:", "ddpm:")
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -397,7 +405,7 @@ def _resolve_device(device: torch.device | str) -> torch.device:
 def _accepted_forms() -> str:
     names = ", ".join(list_models()) or "none"
     return (
-        f"--model accepts a built-in name ({names}); a local folder with a diffusers UNet2DModel "
+        f"--model accepts a built-in or named model ({names}; a named one may add =/path/to/weights); a local folder with a diffusers UNet2DModel "
         "(config.json + diffusion_pytorch_model.safetensors) or pipeline (model_index.json, unet/, scheduler/); "
         "or a Hugging Face hub id such as google/ddpm-ema-celebahq-256"
     )
@@ -426,6 +434,8 @@ def load_backbone(
         FileNotFoundError: an explicit path (absolute, or starting with ``.`` or ``~``) does
             not exist.
         ModelNotAvailableError: a hub id that is neither cached nor downloadable.
+            Also a named real model (``adm:*``, ``ddpm:*``) whose weights file is not found
+            (the message says which file, where to get it and where to put it).
     """
     dtype = _resolve_dtype(dtype)
     dev = _resolve_device(device)
@@ -436,6 +446,10 @@ def load_backbone(
     if not isinstance(model, Path) and name in BUILTIN_MODELS:
         backbone = BUILTIN_MODELS[name][1]()
         backbone.backbone_id = name
+    elif not isinstance(model, Path) and name.lower().startswith(_NAMED_PREFIXES):
+        from .checkpoints import load_named
+
+        backbone = load_named(name)  # "NAME" or "NAME=/path/to/weights"
     else:
         path = Path(name).expanduser()
         if path.exists():
