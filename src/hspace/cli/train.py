@@ -1,0 +1,154 @@
+"""``hspace train``: learn a direction from a source and a target text with CLIP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import common
+from .common import handle_errors, notice, say
+
+HELP = """Train a direction from text (the paper's CLIP directional loss + L1 preservation).
+
+Train on real images (--input: they are DDIM-inverted first, and the inversion is cached) or on
+the model's own samples from seeded noise (--noise N). The editing interval: --t-edit if given;
+else --preset NAME (the paper's tables); else cached curves of this model from `hspace interval`
+(scaled by cos_txt of the texts); else 500. The choice and its reason are printed.
+
+A checkpoint is written after every batch; rerunning the same command resumes from it (--no-resume
+makes an existing checkpoint an error). It is deleted once the direction file is written.
+
+\b
+Example:
+  hspace train -m google/ddpm-ema-celebahq-256 --source "face" --target "smiling face" \\
+      --input faces/ --output smile.safetensors
+"""
+
+SHORT_HELP = 'Train a direction from a source and a target text with CLIP.'
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=HELP, short_help=SHORT_HELP, no_args_is_help=True)(train_command)
+
+
+def _checkpoint_path(output: Path) -> Path:
+    name = output.name[: -len(".safetensors")] if output.name.endswith(".safetensors") else output.name
+    return output.with_name(name + ".ckpt.safetensors")
+
+
+@handle_errors
+def train_command(
+    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help=common.MODEL_HELP, show_default=False)],
+    source: Annotated[str, typer.Option("--source", metavar="TEXT", help="Text for what the images show now, e.g. 'face'.", show_default=False)],
+    target: Annotated[str, typer.Option("--target", metavar="TEXT", help="Text for what they should show, e.g. 'smiling face'.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Direction file to write (.safetensors); refused if it exists unless --overwrite.", show_default=False)],
+    input: Annotated[Optional[list[Path]], typer.Option("--input", "-i", metavar="PATH", help="Training images. " + common.INPUT_HELP, show_default=False)] = None,
+    extra_inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)] = None,
+    noise: Annotated[Optional[int], typer.Option("--noise", metavar="N", help="Train on N samples generated from seeded noise instead of --input images.", show_default=False)] = None,
+    clip: Annotated[
+        str,
+        typer.Option("--clip", metavar="ID_OR_PATH", help="CLIP model: a hub id (read from the HF cache), a local folder, or 'tiny-random-clip' "
+                     "(random weights, for smoke tests)."),
+    ] = "openai/clip-vit-base-patch16",
+    kind: Annotated[
+        str,
+        typer.Option("--kind", metavar="KIND", help="Direction type: implicit-ddpm (the paper's f_t for DDPM U-Nets), implicit-adm "
+                     "(f_t for guided-diffusion U-Nets), per-step (one dh per timestep) or global (one dh)."),
+    ] = "implicit-ddpm",
+    t_edit: Annotated[Optional[int], typer.Option("--t-edit", metavar="T", help="Train (and later edit) where t >= T_EDIT, 0..999. Default: see above.", show_default=False)] = None,
+    t_boost: Annotated[Optional[int], typer.Option("--t-boost", metavar="T", help="Quality-boosting start recorded in the file for editing. Default: from --preset or the cached curves, else none.", show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", metavar="NAME", help="Take the interval from the paper's tables: celeba, church, bedroom, afhq, metface.", show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", metavar="N", help="DDIM grid size of the training trajectory (the paper uses 40).")] = 40,
+    inv_steps: Annotated[int, typer.Option("--inv-steps", metavar="N", help=common.INV_STEPS_HELP + " Only with --input.")] = 40,
+    lr: Annotated[float, typer.Option("--lr", metavar="LR", help="SGD learning rate (no momentum).")] = 0.5,
+    epochs: Annotated[int, typer.Option("--epochs", metavar="N", help="Passes over the training images.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per optimiser step.")] = 1,
+    w_clip: Annotated[float, typer.Option("--w-clip", metavar="W", help="Weight of the directional CLIP loss.")] = 1.0,
+    w_l1: Annotated[float, typer.Option("--w-l1", metavar="W", help="Weight of the L1 preservation loss (multiplied by cos_txt).")] = 3.0,
+    bf16: Annotated[bool, typer.Option("--bf16", help=common.BF16_HELP)] = False,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Initialisation and noise seed.")] = 0,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", metavar="FILE", help="Checkpoint file. Default: <output stem>.ckpt.safetensors next to --output.", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from an existing checkpoint made with the same settings.")] = True,
+    keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Keep the checkpoint after the direction file is written.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+) -> None:
+    from ..editor import EditConfig, Editor
+    from ..directions import save_direction
+    from ..encoders import load_encoder
+    from ..interval import choose_interval, resolve_preset
+    from ..objectives import make_clip_objective
+    from ..outputs import safe_path
+    from ..trainer import TrainConfig, Trainer
+    from .interval import cached_curves, text_similarity
+
+    paths = common.gather_inputs(input, extra_inputs, required=False)
+    if bool(paths) == (noise is not None):
+        raise common.fail("give either --input IMAGES or --noise N (exactly one)")
+    if noise is not None and noise < 1:
+        raise common.fail(f"--noise must be a positive number of samples, got {noise}")
+    if output.suffix != ".safetensors":
+        notice(f"note: direction files are safetensors; {output.name} does not end in .safetensors")
+    output = safe_path(output, overwrite)  # refuse before any work
+    ckpt = checkpoint or _checkpoint_path(output)
+    if ckpt.exists() and not resume:
+        raise common.fail(f"checkpoint {ckpt} exists; pass --resume to continue it, delete it, or choose --checkpoint")
+
+    backbone = common.load_model(model)
+    encoder = load_encoder(clip)
+    cos = text_similarity(clip, source, target, encoder=encoder)
+    t_source = None
+    if t_edit is None:
+        choice = None
+        if preset is not None:
+            choice = choose_interval(resolve_preset(preset), cos_txt=cos)
+        else:
+            hit = cached_curves(backbone, steps)
+            if hit is not None:
+                choice = choose_interval(hit[0], cos_txt=cos)
+        if choice is not None:
+            t_edit, t_source = choice.t_edit, f"{choice.source}, cos_txt {cos:.3f}"
+            if t_boost is None:
+                t_boost = min(choice.t_boost, choice.t_edit)
+            if choice.note:
+                notice(f"note: {choice.note}")
+        else:
+            t_edit, t_source = 500, (
+                "default 500: no --t-edit, no --preset and no cached interval curves for this model "
+                "(run `hspace interval` once to measure them)"
+            )
+    else:
+        t_source = "--t-edit"
+    notice(f"t_edit = {t_edit} ({t_source}); t_boost = {t_boost}")
+
+    config = TrainConfig(
+        t_edit=t_edit, t_boost=t_boost, n_train_steps=steps, n_inv_steps=inv_steps, direction_kind=kind, lr=lr,
+        epochs=epochs, batch_size=batch_size, precision="bf16" if bf16 else "fp32", seed=seed,
+        source_text=source, target_text=target, progress=common.progress(),
+    )
+    objective = make_clip_objective(encoder, source, target, w_clip=w_clip, w_l1=w_l1)
+    trainer = Trainer(backbone, objective, config)
+    loaded = None
+    if paths:
+        loaded = common.load_inputs(paths, backbone.image_size)
+        editor = Editor(backbone, EditConfig(n_inv_steps=inv_steps, n_steps=steps, batch_size=max(batch_size, 1),
+                                             progress=common.progress()))
+        data = trainer.data_from_latents(editor.invert(loaded.images), loaded.images)
+    else:
+        notice(f"training on {noise} sample(s) of the model from seeded noise (seed {seed})")
+        data = trainer.data_from_noise(noise)
+    result = trainer.train(data, checkpoint=ckpt, resume=resume)
+    if result.resumed_from_step:
+        notice(f"resumed from {ckpt} at step {result.resumed_from_step}")
+    d = result.direction
+    d.meta = d.meta.replace(extra={**d.meta.extra, "t_edit_source": t_source, "clip": clip, "cos_txt": cos,
+                                    "weights": {"clip": w_clip, "l1": w_l1}})
+    save_direction(d, output, overwrite=overwrite)
+    if not keep_checkpoint and ckpt.exists():
+        ckpt.unlink()
+    final = f", final loss {result.losses[-1]:.4f}" if result.losses else ""
+    say(f"wrote {kind} direction {source!r} -> {target!r} to {output} ({result.steps} steps in {result.seconds:.1f} s{final})")
+    say(f"use it: hspace edit -m {model} -i IMAGES -d {output}:1.0 -o OUT_DIR")
+    if loaded is not None:
+        common.report_failures(loaded)
