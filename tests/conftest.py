@@ -10,6 +10,10 @@ from diffusers import UNet2DModel
 
 from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
 
+# One thread: the models here are tiny, and with two OpenMP threads on a 2-core machine any
+# other load makes torch spin-wait (measured 70x slower); one thread is immune to that.
+torch.set_num_threads(1)
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "asyrp-official"
 
 
