@@ -139,7 +139,7 @@ def test_missing_weights_say_what_and_where(name):
         with pytest.raises(ModelNotAvailableError) as err:
             call()
         msg = str(err.value)
-        assert name in msg and m.weights_file in msg and "HSPACE_WEIGHTS" in msg and "--weights" in msg
+        assert name in msg and m.weights_file in msg and "HSPACE_WEIGHTS" in msg and f"--model {name}=PATH" in msg
         assert m.source.split()[0] in msg
 
 

@@ -201,3 +201,23 @@ def test_demo_runs_end_to_end_quickly(tmp_path):
     assert set(by_s) == {-1.0, -0.5, 0.0, 0.5, 1.0}
     assert by_s[0.0]["mean_abs_diff_vs_reconstruction"] < 1e-3  # strength 0 is the reconstruction (up to float noise)
     assert Image.open(out / "sweep.gif").n_frames == 5
+
+
+@pytest.mark.parametrize("name,h", [("adm:p2-celebahq-256", "[512, 8, 8]"), ("adm:imagenet-256-uncond", "[1024, 8, 8]"),
+                                    ("ddpm:celebahq-256", "[512, 8, 8]")])
+def test_info_on_a_named_model_needs_no_weights(tmp_path, monkeypatch, name, h):
+    monkeypatch.setenv("HSPACE_WEIGHTS", str(tmp_path / "no-weights-here"))
+    result = run("info", name)
+    assert result.exit_code == 0, result.output
+    assert f"h shape          {h}" in result.stdout and "not found" in result.stdout
+
+
+@pytest.mark.parametrize("model", ["adm:p2-celebahq-256", "ddpm:church-256", "google/ddpm-ema-church-256"])
+def test_edit_with_missing_weights_is_one_line_error(world, tmp_path, monkeypatch, model):
+    monkeypatch.setenv("HSPACE_WEIGHTS", str(tmp_path / "no-weights-here"))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": ""}
+    result = run("edit", "--model", model, "--input", str(world["imgs"] / "a.png"), "--direction", str(world["good"]),
+                 "--output", str(tmp_path / "out"), env=env)
+    line = assert_one_line_error(result, 1)
+    assert model in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

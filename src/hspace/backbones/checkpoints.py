@@ -343,7 +343,7 @@ def _where_to_put(m: NamedModel) -> str:
 
     return (
         f"$HSPACE_WEIGHTS/{m.weights_file} or {cache_root() / 'weights' / m.weights_file}, "
-        f"or pass --weights PATH (or --model {m.name}=PATH)"
+        f"or pass the path as --model {m.name}=PATH (Python: load_named(name, weights=PATH))"
     )
 
 

@@ -34,9 +34,34 @@ def _kv(key: str, value) -> None:
     say(f"  {key:<16} {value}")
 
 
+def describe_named_model(name: str) -> None:
+    """A named real model (adm:*, ddpm:*), described from its architecture alone: no weights needed."""
+    from ..backbones.checkpoints import describe_named
+
+    d = describe_named(name)
+    say(f"model {name}")
+    _kv("description", d["description"])
+    _kv("family", d["family"])
+    if d.get("num_params") is not None:
+        _kv("parameters", f"{d['num_params']:,} ({d['num_params'] / 1e6:.1f} M)")
+    _kv("image size", f"3x{d['image_size']}x{d['image_size']}")
+    _kv("h shape", list(d["h_shape"]))
+    _kv("temb dim", d["temb_dim"])
+    _kv("schedule", json.dumps(d["schedule"]))
+    _kv("interval preset", d.get("interval_preset"))
+    _kv("architecture", json.dumps(d["architecture"]))
+    _kv("weights", d["found"] or f"{d['weights_file']} not found: {d['put_it']}")
+    if not d["found"]:
+        _kv("get it from", d["source"])
+
+
 def describe_model(model: str) -> None:
+    from ..backbones.checkpoints import NAMED_MODELS
     from ..backbones.registry import list_models
 
+    if model in NAMED_MODELS:  # "NAME=PATH" loads the weights below instead
+        describe_named_model(model)
+        return
     bb = common.load_model(model)
     net = getattr(bb, "unet", bb)
     n_params = sum(p.numel() for p in net.parameters()) if hasattr(net, "parameters") else None
