@@ -9,6 +9,7 @@ import torch
 from diffusers import UNet2DModel
 
 from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
+from hspace.backbones.registry import TINY_RANDOM_CONFIG
 
 # One thread: the models here are tiny, and with two OpenMP threads on a 2-core machine any
 # other load makes torch spin-wait (measured 70x slower); one thread is immune to that.
@@ -18,20 +19,8 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "asyr
 
 
 def tiny_unet_config(**overrides) -> dict:
-    """A 32x32 UNet2DModel with 32/64/64 channels; h is [64, 8, 8]."""
-    cfg = dict(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=32,
-        attention_head_dim=16,
-    )
-    cfg.update(overrides)
-    return cfg
+    """The built-in tiny-random layout (32x32, 32/64/64 channels, h [64, 8, 8]) with overrides."""
+    return {**TINY_RANDOM_CONFIG, **overrides}
 
 
 def make_tiny_unet(seed: int = 0, **overrides) -> UNet2DModel:

@@ -29,15 +29,6 @@ from hspace.backbones.base import Backbone
 from hspace.directions.implicit import ImplicitDirection
 from hspace.schedule import default_alphas_cumprod
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP spinning makes these tiny models ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TOL = dict(rtol=1e-5, atol=2e-5)
 
 

@@ -24,15 +24,6 @@ from hspace.backbones.checkpoints import (
 from hspace.backbones.registry import ModelNotAvailableError, list_models, load_backbone
 from hspace.interval import resolve_preset
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP spinning makes these tiny models ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL_ARGS = dict(  # adm_small's constructor arguments (reference/asyrp-official/adm_small/config.json)
     image_size=32, in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1, attention_resolutions=(2, 4),
     dropout=0.0, channel_mult=(1, 2, 2, 2), num_classes=None, num_heads=4, num_head_channels=16,

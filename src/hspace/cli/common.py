@@ -16,7 +16,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import click
 import typer
@@ -332,3 +332,13 @@ def displayable(images, what: str = "generated images", warn: bool = True):
         log.warning("%s reach |x| = %.3g (expected about [-1, 1]); clipped for saving. Expected for a "
                     "random-weight model; otherwise too few steps or a too strong edit", what, peak)
     return x.clamp(-1.0, 1.0)
+
+
+# Options shared by several verbs (one declaration, the same help everywhere).
+ModelOption = Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help=MODEL_HELP, show_default=False)]
+OutputDirOption = Annotated[
+    Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder; must be new or empty unless --overwrite.", show_default=False)
+]
+InputOption = Annotated[Optional[list[Path]], typer.Option("--input", "-i", metavar="PATH", help=INPUT_HELP, show_default=False)]
+ExtraInputs = Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)]
+OverwriteDirOption = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def edit_command(
-    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help=common.MODEL_HELP, show_default=False)],
+    model: common.ModelOption,
     direction: Annotated[
         list[str],
         typer.Option(
@@ -45,9 +45,9 @@ def edit_command(
             show_default=False,
         ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder; must be new or empty unless --overwrite.", show_default=False)],
-    input: Annotated[Optional[list[Path]], typer.Option("--input", "-i", metavar="PATH", help=common.INPUT_HELP, show_default=False)] = None,
-    extra_inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)] = None,
+    output: common.OutputDirOption,
+    input: common.InputOption = None,
+    extra_inputs: common.ExtraInputs = None,
     steps: Annotated[int, typer.Option("--steps", metavar="N", help=common.STEPS_HELP)] = 40,
     inv_steps: Annotated[int, typer.Option("--inv-steps", metavar="N", help=common.INV_STEPS_HELP)] = 40,
     t_edit: Annotated[
@@ -74,7 +74,7 @@ def edit_command(
         bool,
         typer.Option("--reconstruct/--no-reconstruct", help="Add the unedited reconstruction column to grid.png (one more generation per image)."),
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=common.OVERWRITE_HELP)] = False,
+    overwrite: common.OverwriteDirOption = False,
 ) -> None:
     from ..directions import load_direction, read_direction_header
     from ..editor import EditConfig, Editor

@@ -77,7 +77,7 @@ def interval_command(
         typer.Option("--input", "-i", metavar="PATH", help="Images of the model's domain to measure the curves on (the paper uses ~100). "
                      "Not needed when the curves are cached. " + common.INPUT_HELP, show_default=False),
     ] = None,
-    extra_inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)] = None,
+    extra_inputs: common.ExtraInputs = None,
     preset: Annotated[
         Optional[str],
         typer.Option("--preset", metavar="NAME", help="Use the paper's official LPIPS tables instead of measuring: celeba, church, bedroom, afhq, metface.", show_default=False),

@@ -31,16 +31,16 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def invert_command(
-    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help=common.MODEL_HELP, show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder; must be new or empty unless --overwrite.", show_default=False)],
-    input: Annotated[Optional[list[Path]], typer.Option("--input", "-i", metavar="PATH", help=common.INPUT_HELP, show_default=False)] = None,
-    extra_inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)] = None,
+    model: common.ModelOption,
+    output: common.OutputDirOption,
+    input: common.InputOption = None,
+    extra_inputs: common.ExtraInputs = None,
     steps: Annotated[int, typer.Option("--steps", metavar="N", help="DDIM steps of the inversion and of the reconstruction.")] = 40,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per network batch.")] = 4,
     reconstruct: Annotated[
         bool, typer.Option("--reconstruct/--no-reconstruct", help="Generate back from x_T and report PSNR vs the input.")
     ] = True,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=common.OVERWRITE_HELP)] = False,
+    overwrite: common.OverwriteDirOption = False,
 ) -> None:
     from safetensors.torch import save_file
 

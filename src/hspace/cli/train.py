@@ -40,12 +40,12 @@ def _checkpoint_path(output: Path) -> Path:
 
 @handle_errors
 def train_command(
-    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help=common.MODEL_HELP, show_default=False)],
+    model: common.ModelOption,
     source: Annotated[str, typer.Option("--source", metavar="TEXT", help="Text for what the images show now, e.g. 'face'.", show_default=False)],
     target: Annotated[str, typer.Option("--target", metavar="TEXT", help="Text for what they should show, e.g. 'smiling face'.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Direction file to write (.safetensors); refused if it exists unless --overwrite.", show_default=False)],
     input: Annotated[Optional[list[Path]], typer.Option("--input", "-i", metavar="PATH", help="Training images. " + common.INPUT_HELP, show_default=False)] = None,
-    extra_inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)] = None,
+    extra_inputs: common.ExtraInputs = None,
     noise: Annotated[Optional[int], typer.Option("--noise", metavar="N", help="Train on N samples generated from seeded noise instead of --input images.", show_default=False)] = None,
     clip: Annotated[
         str,
