@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import common, demo, edit, import_official, info, interval, invert, models, train
+from . import common, demo, edit, import_official, info, interval, invert, models, toyworld, train
 
 HELP = """Semantic image editing in the h-space (U-Net bottleneck) of frozen diffusion models (Asyrp, ICLR 2023).
 
@@ -46,7 +46,7 @@ def _root(
     common.configure(debug=debug, quiet=quiet)
 
 
-for _module in (edit, invert, train, interval, import_official, info, models, demo):
+for _module in (edit, invert, train, interval, import_official, info, models, demo, toyworld):
     _module.register(app)
 
 
