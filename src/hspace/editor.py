@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 from .backbones.base import Backbone
 from .cache import LatentCache
 from .directions import ComposedDirection, Direction, check_direction_fits, rescale_for_steps
-from .precision import Precision, check_precision
+from .precision import Precision, check_precision, prepare_backbone_for
 from .sampler import Phases, generate, invert
 
 __all__ = ["EditConfig", "EditOutput", "Editor", "resolve_interval", "DEFAULT_T_EDIT"]
 
 log = logging.getLogger(__name__)
 
-# Used only when neither the user, the direction file nor a measured curve gives t_edit.
+# Used only when neither the user, the direction file nor the model's interval preset gives t_edit.
 DEFAULT_T_EDIT = 500
 
 
@@ -34,8 +34,10 @@ class EditConfig:
     Args:
         n_inv_steps: DDIM inversion steps (float32 always).
         n_steps: generation steps; strengths are rescaled by n_train / n_steps.
-        t_edit: edit where t >= t_edit; None: from the directions' files, else DEFAULT_T_EDIT.
-        t_boost: stochastic quality boosting below t_boost; None: from the files, else 0 (off).
+        t_edit: edit where t >= t_edit; None: from the directions' files, else the model's
+            interval preset (:mod:`hspace.presets`), else DEFAULT_T_EDIT.
+        t_boost: stochastic quality boosting below t_boost; None: from the files, else the
+            model's preset, else 0 (off).
         eta_boost: eta of the boosting phase.
         seed: noise seed; image i of a run uses ``seed + i`` so batching never changes results.
         batch_size: images per network batch.
@@ -92,24 +94,64 @@ class EditOutput:
     strengths: list[float] = field(default_factory=list)
 
 
-def resolve_interval(config: EditConfig, direction: Direction | None) -> tuple[int, int, dict[str, str]]:
-    """t_edit / t_boost from the config, else the direction's metadata, else defaults.
+def resolve_interval(
+    config: EditConfig,
+    direction: Direction | None,
+    backbone_id: str | None = None,
+    cos_txt: float | None = None,
+) -> tuple[int, int, dict[str, str]]:
+    """t_edit / t_boost from the config, else the direction's metadata, else the model's preset, else defaults.
+
+    Args:
+        config: the user's settings (``t_edit`` / ``t_boost`` None: not given).
+        direction: the (combined) direction; its metadata may carry t_edit / t_boost.
+        backbone_id: the model edited; when it is a known model with one of the paper's
+            interval presets (:func:`hspace.presets.preset_for_backbone`, e.g.
+            ``google/ddpm-ema-celebahq-256`` -> celeba) that preset fills what the user and the
+            direction file leave open. Default: the direction's ``meta.backbone_id``.
+        cos_txt: text similarity for the preset's t_edit rule (default: ``extra["cos_txt"]``
+            of the direction's metadata, else 1).
 
     Returns:
         ``(t_edit, t_boost, source)`` where ``source`` says for each value where it came from.
     """
+    from .presets import no_preset_reason, preset_for_backbone, preset_source
+
     meta = direction.meta if direction is not None else None
+    if backbone_id is None and meta is not None:
+        backbone_id = meta.backbone_id
+    preset = preset_for_backbone(backbone_id)
+    choice = None
+    if preset is not None and (
+        (config.t_edit is None and (meta is None or meta.t_edit is None))
+        or (config.t_boost is None and (meta is None or meta.t_boost is None))
+    ):
+        from .interval import choose_interval
+
+        if cos_txt is None:
+            cos_txt = (meta.extra.get("cos_txt") if meta is not None else None) or 1.0
+        cos_txt = min(max(float(cos_txt), 0.01), 1.0)
+        choice = choose_interval(preset, cos_txt=cos_txt)
+        label = preset_source(preset, str(backbone_id)) + (f", cos_txt {cos_txt:.3f}" if cos_txt != 1.0 else "")
     src: dict[str, str] = {}
     if config.t_edit is not None:
         t_edit, src["t_edit"] = config.t_edit, "user"
     elif meta is not None and meta.t_edit is not None:
         t_edit, src["t_edit"] = meta.t_edit, "direction file"
+    elif choice is not None:
+        t_edit, src["t_edit"] = choice.t_edit, label
     else:
-        t_edit, src["t_edit"] = DEFAULT_T_EDIT, f"default {DEFAULT_T_EDIT} (set --t-edit or run `hspace interval`)"
+        why = no_preset_reason(backbone_id)
+        t_edit, src["t_edit"] = DEFAULT_T_EDIT, (
+            f"default {DEFAULT_T_EDIT} (set --t-edit or run `hspace interval`"
+            + (f"; no preset: {why}" if why else "") + ")"
+        )
     if config.t_boost is not None:
         t_boost, src["t_boost"] = config.t_boost, "user"
     elif meta is not None and meta.t_boost is not None:
         t_boost, src["t_boost"] = meta.t_boost, "direction file"
+    elif choice is not None:
+        t_boost, src["t_boost"] = choice.t_boost, label
     else:
         t_boost, src["t_boost"] = 0, "default 0 (quality boosting off)"
     if t_boost > t_edit:
@@ -139,6 +181,9 @@ class Editor:
     def __init__(self, backbone: Backbone, config: EditConfig = EditConfig()):
         self.backbone = backbone
         self.config = config
+        # bf16 generation wants channels_last weights (converted once, in place); inversion
+        # stays float32 and gives the same latents up to float rounding (benchmarks/README.md).
+        prepare_backbone_for(config.precision, backbone)
         self.latent_cache = LatentCache(backbone.backbone_id) if config.cache_latents else None
 
     def _batches(self, n: int) -> list[slice]:
@@ -204,7 +249,9 @@ class Editor:
     def edit(self, latents: torch.Tensor, directions: Sequence[tuple[Direction, float]]) -> EditOutput:
         """Edit latents ``[B, 3, S, S]`` with ``[(direction, strength), ...]`` applied together."""
         delta = self.combine(directions)
-        t_edit, t_boost, src = resolve_interval(self.config, delta)
+        # a combination's interval is the longest of its members' -> the smallest recorded cos_txt
+        cos = [float(c) for d, _ in directions if (c := d.meta.extra.get("cos_txt")) is not None]
+        t_edit, t_boost, src = resolve_interval(self.config, delta, self.backbone.backbone_id, min(cos) if cos else None)
         phases = Phases(t_edit=t_edit, t_boost=t_boost, eta_boost=self.config.eta_boost)
         images = self._run(latents, delta, phases, "edit")
         return EditOutput(images, t_edit, t_boost, src, [float(s) for _, s in directions])

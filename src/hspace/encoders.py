@@ -4,7 +4,7 @@ An encoder maps images in ``[-1, 1]`` and strings into one embedding space. Obje
 only see the :class:`ImageTextEncoder` protocol, so any model that implements it can be
 plugged in (the way torchmetrics' FID takes ``feature: int | Module``).
 
-Two sources ship here:
+Three sources ship here:
 
 * :class:`TransformersCLIP` loads a real CLIP through ``transformers`` by hub id or local
   folder (default ``openai/clip-vit-base-patch16``, the ViT-B/16 the paper uses). These
@@ -14,6 +14,8 @@ Two sources ship here:
   config with seeded random weights and a real ``CLIPTokenizer`` over a byte-level
   character vocabulary generated at run time. It has no semantic knowledge; it exists so
   that the offline demo and the tests exercise the exact code path a real CLIP takes.
+* :class:`OpenCLIPEncoder` wraps an ``open_clip`` model (``"open_clip:ViT-B-16/openai"``)
+  when the optional ``open_clip_torch`` package is installed.
 
 Encoders are frozen: parameters have ``requires_grad=False`` and ``train()`` keeps them in
 eval mode (like torchmetrics' ``_NoTrainLpips``). :meth:`encode_image` stays
@@ -40,6 +42,9 @@ __all__ = [
     "EncoderNotAvailableError",
     "ImageTextEncoder",
     "TransformersCLIP",
+    "OpenCLIPEncoder",
+    "OPEN_CLIP_PREFIX",
+    "parse_open_clip_spec",
     "build_tiny_clip",
     "load_encoder",
     "preprocess_for_clip",
@@ -47,6 +52,7 @@ __all__ = [
 
 DEFAULT_CLIP_ID = "openai/clip-vit-base-patch16"
 TINY_CLIP_NAME = "tiny-random-clip"
+OPEN_CLIP_PREFIX = "open_clip:"
 
 # CLIP's image normalisation constants (per RGB channel, for pixels in [0, 1]).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -343,13 +349,135 @@ def build_tiny_clip(
     return TransformersCLIP.from_components(model, tokenizer, name=TINY_CLIP_NAME, device=device)
 
 
+def parse_open_clip_spec(spec: str) -> tuple[str, str | None]:
+    """``"open_clip:ViT-B-16/openai"`` -> ``("ViT-B-16", "openai")``.
+
+    The part after the first ``/`` is open_clip's ``pretrained`` tag or a local checkpoint
+    path (``"open_clip:ViT-B-16//data/clip/vit-b-16.bin"``); no ``/`` means no pretrained
+    weights. Model names of the form ``hf-hub:org/repo`` are kept whole.
+
+    Raises:
+        ValueError: no model name.
+    """
+    rest = str(spec)
+    if rest.startswith(OPEN_CLIP_PREFIX):
+        rest = rest[len(OPEN_CLIP_PREFIX):]
+    rest = rest.strip()
+    if rest.startswith("hf-hub:"):
+        return rest, None
+    name, _, pretrained = rest.partition("/")
+    name, pretrained = name.strip(), pretrained.strip()
+    if not name:
+        raise ValueError(f"{spec!r}: write open_clip:MODEL/PRETRAINED, e.g. open_clip:ViT-B-16/openai")
+    return name, (pretrained or None)
+
+
+def _import_open_clip():
+    try:
+        import open_clip  # noqa: F401
+    except ImportError as err:
+        raise EncoderNotAvailableError(
+            "open_clip encoders need the optional package open_clip_torch, which is not installed: "
+            "`pip install open_clip_torch` (it also installs torchvision; pick the build that matches "
+            f"your torch {torch.__version__}). Or use a transformers CLIP such as '{DEFAULT_CLIP_ID}'."
+        ) from err
+    return open_clip
+
+
+class OpenCLIPEncoder(nn.Module):
+    """A frozen ``open_clip`` model behind the :class:`ImageTextEncoder` protocol.
+
+    Args:
+        model_name: open_clip architecture name, e.g. ``"ViT-B-16"``.
+        pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``, ...) or a
+            local checkpoint file; None builds the architecture with random weights.
+        device: where the model runs (default CPU). dtype: parameter dtype (default float32).
+
+    Raises:
+        EncoderNotAvailableError: ``open_clip_torch`` is not installed (the message says
+            ``pip install open_clip_torch``), or the weights are neither local nor cached.
+
+    Images are resized and normalised with torch ops (:func:`preprocess_for_clip`, with the
+    model's own mean/std), so :meth:`encode_image` stays differentiable.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-16",
+        pretrained: str | None = "openai",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        open_clip = _import_open_clip()
+        super().__init__()
+        try:
+            model = open_clip.create_model(model_name, pretrained=pretrained, device=device or "cpu")
+            tokenizer = open_clip.get_tokenizer(model_name)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise EncoderNotAvailableError(
+                f"Cannot load open_clip model {model_name!r} with pretrained={pretrained!r} "
+                f"({type(err).__name__}: {err}). These machines cannot download weights: download them "
+                "on a machine with internet (open_clip caches them in the Hugging Face cache) and copy "
+                "the cache here, or pass a local checkpoint as open_clip:MODEL//path/to/file."
+            ) from err
+        if dtype is not None:
+            model.to(dtype=dtype)
+        self.name = f"{OPEN_CLIP_PREFIX}{model_name}" + (f"/{pretrained}" if pretrained else "")
+        self.model = model.requires_grad_(False)
+        self.tokenizer = tokenizer
+        size = getattr(model.visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(float(v) for v in (getattr(model.visual, "image_mean", None) or CLIP_MEAN))
+        self.std = tuple(float(v) for v in (getattr(model.visual, "image_std", None) or CLIP_STD))
+        self.eval()
+
+    def train(self, mode: bool = True) -> "OpenCLIPEncoder":
+        """Encoders stay in eval mode whatever ``mode`` says."""
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` in ``[-1, 1]`` -> ``[B, D]`` float32 embeddings (not normalised), differentiable in ``x``."""
+        pixels = preprocess_for_clip(x.to(device=self.device, dtype=self.dtype), self.image_size, self.mean, self.std)
+        return self.model.encode_image(pixels).float()
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """``N`` strings -> ``[N, D]`` float32 embeddings (not normalised)."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a list of strings, not a single string.")
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.model.encode_text(tokens).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(x)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, image_size={self.image_size}"
+
+
 def load_encoder(
     name_or_path: str | os.PathLike = DEFAULT_CLIP_ID,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **kwargs,
-) -> TransformersCLIP:
-    """``"tiny-random-clip"`` gives :func:`build_tiny_clip`; anything else loads :class:`TransformersCLIP`."""
+) -> TransformersCLIP | OpenCLIPEncoder:
+    """Load an image-text encoder by name.
+
+    * ``"tiny-random-clip"``: :func:`build_tiny_clip`;
+    * ``"open_clip:MODEL/PRETRAINED"`` (e.g. ``"open_clip:ViT-B-16/openai"``): :class:`OpenCLIPEncoder`
+      (needs ``pip install open_clip_torch``);
+    * anything else: a transformers CLIP by hub id or folder (:class:`TransformersCLIP`).
+    """
     if str(name_or_path) == TINY_CLIP_NAME:
         return build_tiny_clip(device=device, dtype=dtype or torch.float32, **kwargs)
+    if str(name_or_path).startswith(OPEN_CLIP_PREFIX):
+        model_name, pretrained = parse_open_clip_spec(str(name_or_path))
+        return OpenCLIPEncoder(model_name, pretrained, device=device, dtype=dtype, **kwargs)
     return TransformersCLIP(name_or_path, device=device, dtype=dtype, **kwargs)

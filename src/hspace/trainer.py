@@ -24,7 +24,7 @@ from . import __version__
 from .backbones.base import Backbone
 from .directions import Direction, GlobalDirection, ImplicitDirection, PerStepDirection
 from .objectives.base import Objective
-from .precision import Precision, check_precision, network_autocast, to_memory_format
+from .precision import Precision, check_precision, network_autocast, prepare_backbone_for, to_memory_format
 from .sampler import direction_term, generate, predict_x0
 from .schedule import abar_at, ddim_grid, ddim_train_grid, generation_pairs
 
@@ -129,6 +129,7 @@ class Trainer:
         self.backbone = backbone
         self.objective = objective
         self.config = config
+        prepare_backbone_for(config.precision, backbone)  # channels_last weights for bf16 (once, in place)
         self.train_ts = ddim_train_grid(config.n_train_steps, config.t_edit, backbone.alphas_cumprod.shape[0] - 1)
         if not self.train_ts:
             raise ValueError(f"t_edit={config.t_edit} leaves no training step on a {config.n_train_steps}-step grid")

@@ -52,11 +52,11 @@ def edit_command(
     inv_steps: Annotated[int, typer.Option("--inv-steps", metavar="N", help=common.INV_STEPS_HELP)] = 40,
     t_edit: Annotated[
         Optional[int],
-        typer.Option("--t-edit", metavar="T", help="Edit where t >= T_EDIT (0..999). Default: from the direction files, else 500.", show_default=False),
+        typer.Option("--t-edit", metavar="T", help="Edit where t >= T_EDIT (0..999). Default: from the direction files, else the model's interval preset (known models, e.g. google/ddpm-ema-celebahq-256 -> celeba), else 500.", show_default=False),
     ] = None,
     t_boost: Annotated[
         Optional[int],
-        typer.Option("--t-boost", metavar="T", help="Stochastic quality boosting below T_BOOST. Default: from the direction files, else 0 (off).", show_default=False),
+        typer.Option("--t-boost", metavar="T", help="Stochastic quality boosting below T_BOOST. Default: from the direction files, else the model's interval preset, else 0 (off).", show_default=False),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help=common.SEED_HELP)] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per network batch.")] = 4,

@@ -14,8 +14,9 @@ HELP = """Train a direction from text (the paper's CLIP directional loss + L1 pr
 
 Train on real images (--input: they are DDIM-inverted first, and the inversion is cached) or on
 the model's own samples from seeded noise (--noise N). The editing interval: --t-edit if given;
-else --preset NAME (the paper's tables); else cached curves of this model from `hspace interval`
-(scaled by cos_txt of the texts); else 500. The choice and its reason are printed.
+else --preset NAME (the paper's tables); else the model's own preset when it is a known model
+(google/ddpm-ema-celebahq-256 -> celeba, church, bedroom; named checkpoints); else cached curves of
+this model from `hspace interval` (presets and curves read at cos_txt of the texts); else 500. The choice and its reason are printed.
 
 A checkpoint is written after every batch; rerunning the same command resumes from it (--no-resume
 makes an existing checkpoint an error). It is deleted once the direction file is written.
@@ -38,6 +39,45 @@ def _checkpoint_path(output: Path) -> Path:
     return output.with_name(name + ".ckpt.safetensors")
 
 
+def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None = None, t_boost: int | None = None,
+                          preset: str | None = None) -> tuple[int, int | None, str, str]:
+    """t_edit (and t_boost when not given) for training, with where they came from.
+
+    Order: ``t_edit`` given; else ``preset``; else the model's own preset when it is a known
+    model (:func:`hspace.presets.preset_for_backbone`, e.g. ``google/ddpm-ema-celebahq-256`` ->
+    celeba); else cached curves of this model from ``hspace interval``; else 500. Presets and
+    curves are read at the texts' ``cos`` (cos_txt). Returns ``(t_edit, t_boost, source, note)``.
+    """
+    from ..interval import choose_interval, resolve_preset
+    from ..presets import no_preset_reason, preset_for_backbone, preset_source
+    from .interval import cached_curves
+
+    if t_edit is not None:
+        return t_edit, t_boost, "--t-edit", ""
+    choice, label = None, None
+    auto = preset_for_backbone(backbone.backbone_id)
+    if preset is not None:
+        choice = choose_interval(resolve_preset(preset), cos_txt=cos)
+        label = choice.source
+    elif auto is not None:
+        choice = choose_interval(auto, cos_txt=cos)
+        label = preset_source(auto, backbone.backbone_id)
+    else:
+        hit = cached_curves(backbone, steps)
+        if hit is not None:
+            choice = choose_interval(hit[0], cos_txt=cos)
+            label = choice.source
+    if choice is None:
+        why = no_preset_reason(backbone.backbone_id)
+        return 500, t_boost, (
+            "default 500: no --t-edit, no --preset" + (f" (no preset: {why})" if why else "")
+            + " and no cached interval curves for this model (run `hspace interval` once to measure them)"
+        ), ""
+    if t_boost is None:
+        t_boost = min(choice.t_boost, choice.t_edit)
+    return choice.t_edit, t_boost, f"{label}, cos_txt {cos:.3f}", choice.note
+
+
 @handle_errors
 def train_command(
     model: common.ModelOption,
@@ -49,8 +89,8 @@ def train_command(
     noise: Annotated[Optional[int], typer.Option("--noise", metavar="N", help="Train on N samples generated from seeded noise instead of --input images.", show_default=False)] = None,
     clip: Annotated[
         str,
-        typer.Option("--clip", metavar="ID_OR_PATH", help="CLIP model: a hub id (read from the HF cache), a local folder, or 'tiny-random-clip' "
-                     "(random weights, for smoke tests)."),
+        typer.Option("--clip", metavar="ID_OR_PATH", help="CLIP model: a hub id (read from the HF cache), a local folder, 'open_clip:MODEL/PRETRAINED' "
+                     "(e.g. open_clip:ViT-B-16/openai; needs open_clip_torch) or 'tiny-random-clip' (random weights, for smoke tests)."),
     ] = "openai/clip-vit-base-patch16",
     kind: Annotated[
         str,
@@ -77,11 +117,10 @@ def train_command(
     from ..editor import EditConfig, Editor
     from ..directions import save_direction
     from ..encoders import load_encoder
-    from ..interval import choose_interval, resolve_preset
     from ..objectives import make_clip_objective
     from ..outputs import safe_path
     from ..trainer import TrainConfig, Trainer
-    from .interval import cached_curves, text_similarity
+    from .interval import text_similarity
 
     paths = common.gather_inputs(input, extra_inputs, required=False)
     if bool(paths) == (noise is not None):
@@ -98,28 +137,9 @@ def train_command(
     backbone = common.load_model(model)
     encoder = load_encoder(clip)
     cos = text_similarity(clip, source, target, encoder=encoder)
-    t_source = None
-    if t_edit is None:
-        choice = None
-        if preset is not None:
-            choice = choose_interval(resolve_preset(preset), cos_txt=cos)
-        else:
-            hit = cached_curves(backbone, steps)
-            if hit is not None:
-                choice = choose_interval(hit[0], cos_txt=cos)
-        if choice is not None:
-            t_edit, t_source = choice.t_edit, f"{choice.source}, cos_txt {cos:.3f}"
-            if t_boost is None:
-                t_boost = min(choice.t_boost, choice.t_edit)
-            if choice.note:
-                notice(f"note: {choice.note}")
-        else:
-            t_edit, t_source = 500, (
-                "default 500: no --t-edit, no --preset and no cached interval curves for this model "
-                "(run `hspace interval` once to measure them)"
-            )
-    else:
-        t_source = "--t-edit"
+    t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset)
+    if note:
+        notice(f"note: {note}")
     notice(f"t_edit = {t_edit} ({t_source}); t_boost = {t_boost}")
 
     config = TrainConfig(
