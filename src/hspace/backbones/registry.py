@@ -54,7 +54,7 @@ BUILTIN_MODELS: dict[str, tuple[str, Callable[[], Backbone]]] = {}
 
 #: Modules imported on first look-up that register more built-in models (e.g. the trained
 #: toy models). Add a module path here when it calls :func:`register_builtin` at import.
-_PROVIDER_MODULES: tuple[str, ...] = ()
+_PROVIDER_MODULES: tuple[str, ...] = ("hspace.toyworld.models",)
 _providers_loaded = False
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")

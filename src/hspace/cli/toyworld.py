@@ -98,6 +98,92 @@ def sample_command(
     say(f"wrote {n} images, labels.jsonl and factors.json to {folder}")
 
 
+TRAIN_UNET_HELP = """Train the built-in `toy-faces` diffusion model (a small diffusers UNet2DModel) on toy faces.
+
+\b
+The committed recipe (docs/toyworld.md): 64x64, widths 32/64/128/192, h = mid-block [192, 8, 8],
+eps-prediction, linear betas 1e-4..0.02, T=1000, AdamW 3e-4, batch 32, EMA 0.999, bf16
+autocast (fp32 master weights). Checkpoints (safetensors + JSON) are written every --checkpoint-minutes and on
+stop; the finished EMA model is exported in float16 to the shipped folder
+(src/hspace/data/models/toy-faces), where `--model toy-faces` finds it.
+
+\b
+Examples:
+  hspace toyworld train-unet                          # the shipped model, from scratch
+  hspace toyworld train-unet --resume                 # continue a stopped run exactly
+  hspace toyworld train-unet --max-minutes 30         # stop cleanly after 30 min (then --resume)
+  hspace toyworld train-unet --recipe tiny --steps 20 --checkpoint-dir /tmp/ck --out /tmp/tiny  # smoke run
+"""
+
+
+@toyworld_app.command("train-unet", help=TRAIN_UNET_HELP,
+                      short_help="Train the built-in toy-faces diffusion model (resumable).")
+@handle_errors
+def train_unet_command(
+    recipe_name: Annotated[str, typer.Option("--recipe", help="Recipe: toy-faces (the shipped model) or tiny (smoke runs).")] = "toy-faces",
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Total training steps (default: the recipe's; may be raised on --resume).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --checkpoint-dir.")] = False,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop cleanly with a checkpoint after this many minutes.")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Checkpoint folder (default ~/.cache/hspace/toyworld/unet-ckpt).")] = None,
+    checkpoint_minutes: Annotated[float, typer.Option("--checkpoint-minutes", help="Write a checkpoint every this many minutes.")] = 10.0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Export folder for the finished EMA model (default: the shipped toy-faces folder).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda[:i].")] = "cpu",
+    threads: Annotated[int, typer.Option("--threads", help="torch threads (0: torch's default; use 1 on a busy shared machine).")] = 0,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast, fp32 master weights) or fp32.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Override the recipe's batch size (changes the recipe: no --resume across it).")] = None,
+) -> None:
+    from ..toyworld.train_unet import RECIPES, default_checkpoint_dir, shipped_model_dir, train_unet
+
+    if recipe_name not in RECIPES:
+        raise fail(f"unknown --recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
+    recipe = RECIPES[recipe_name]()
+    if steps is not None:
+        if steps < 1:
+            raise fail(f"--steps must be >= 1, got {steps}")
+        recipe.steps = steps
+    if precision is not None:
+        recipe.precision = precision
+    if batch_size is not None:
+        recipe.batch_size = batch_size
+    if max_minutes is not None and max_minutes <= 0:
+        raise fail(f"--max-minutes must be > 0, got {max_minutes}")
+    if out is None:
+        if recipe_name != "toy-faces":
+            raise fail("--recipe tiny needs an explicit --out (the shipped folder is for the toy-faces recipe)")
+        out = shipped_model_dir()
+    if checkpoint_dir is None:
+        checkpoint_dir = default_checkpoint_dir() if recipe_name == "toy-faces" else default_checkpoint_dir().with_name(f"unet-ckpt-{recipe_name}")
+    try:
+        recipe.validate()
+        res = train_unet(recipe, checkpoint_dir=checkpoint_dir, out_dir=out, resume=resume, max_minutes=max_minutes,
+                         checkpoint_every_minutes=checkpoint_minutes, device=device, threads=threads or None,
+                         progress=True)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        raise fail(str(e)) from e
+    if res.losses:
+        tail = res.losses[-min(50, len(res.losses)):]
+        notice(f"{len(res.losses)} steps in {res.seconds:.0f} s ({len(res.losses) / max(res.seconds, 1e-9):.3f} steps/s), "
+               f"mean loss of the last {len(tail)}: {sum(tail) / len(tail):.4f}")
+    if res.finished:
+        say(f"trained {res.step} steps ({res.train_seconds_total / 60:.1f} min in all); model exported to {res.exported}")
+    else:
+        again = ["hspace toyworld train-unet", "--resume"]
+        if recipe_name != "toy-faces":
+            again.append(f"--recipe {recipe_name}")
+        if steps is not None:
+            again.append(f"--steps {steps}")
+        if batch_size is not None:
+            again.append(f"--batch-size {batch_size}")
+        if precision is not None:
+            again.append(f"--precision {precision}")
+        if checkpoint_dir != default_checkpoint_dir():
+            again.append(f"--checkpoint-dir {checkpoint_dir}")
+        if out != shipped_model_dir():
+            again.append(f"--out {out}")
+        say(f"stopped at step {res.step} of {recipe.steps}; checkpoint {res.checkpoint}; "
+            f"continue with: {' '.join(again)}")
+
+
 # --------------------------------------------------------------------------- evaluation models (probe, small CLIP)
 
 TRAIN_PROBE_HELP = """Train the toy-world attribute probe (a small CNN predicting every factor), evaluate it on

@@ -1,0 +1,158 @@
+"""Training recipe of the built-in toy-faces U-Net: loss, exact resume, export, registry entry, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from hspace.backbones import registry
+from hspace.backbones.registry import ModelNotAvailableError, load_backbone, load_diffusers_folder
+from hspace.cli.main import app
+from hspace.toyworld import ToyFaces
+from hspace.toyworld import models as toy_models
+from hspace.toyworld.train_unet import (
+    RECIPES,
+    TOY_FACES_UNET,
+    Recipe,
+    build_unet,
+    diffusion_loss,
+    latest_checkpoint,
+    make_scheduler,
+    train_unet,
+)
+
+torch.set_num_threads(1)
+
+
+def tiny_recipe(steps: int = 6, **kw) -> Recipe:
+    r = RECIPES["tiny"]()
+    r.steps = steps
+    r.batch_size = 4
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_toy_faces_architecture_has_h_at_8x8():
+    unet = build_unet(TOY_FACES_UNET)
+    n = sum(p.numel() for p in unet.parameters())
+    assert 3e6 < n < 10e6  # float16 export well under 20 MB
+    shapes = {}
+    unet.mid_block.register_forward_hook(lambda m, i, o: shapes.update(h=tuple(o.shape)))
+    with torch.no_grad():
+        unet(torch.zeros(1, 3, 64, 64), torch.tensor([10]))
+    assert shapes["h"] == (1, 192, 8, 8)
+    s = make_scheduler().config
+    assert (s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule, s.prediction_type) == (
+        1000, 1e-4, 0.02, "linear", "epsilon")
+
+
+def test_loss_finite_and_decreases_on_a_fixed_batch():
+    r = tiny_recipe()
+    model = build_unet(r.unet, seed=0).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    ds = ToyFaces(8, seed=0, size=32, supersample=2, captions=False)
+    x0 = torch.stack([ds[i]["image"] for i in range(8)])
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    acp = make_scheduler().alphas_cumprod.float()
+    losses = []
+    for _ in range(30):
+        loss = diffusion_loss(model, x0, t, noise, acp, bf16=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+
+
+def _ckpt(folder):
+    return {name: load_file(str(folder / f"{name}.safetensors")) for name in ("model", "ema", "optimizer")}
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    r = tiny_recipe(steps=6)
+    full = train_unet(r, checkpoint_dir=tmp_path / "a", progress=False, checkpoint_every_minutes=None)
+    assert full.finished and full.step == 6 and all(math.isfinite(v) for v in full.losses)
+    part = train_unet(r, checkpoint_dir=tmp_path / "b", progress=False, stop_at_step=2,
+                      checkpoint_every_minutes=None)
+    assert part.step == 2 and not part.finished
+    # without --resume an existing checkpoint is never overwritten
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_unet(r, checkpoint_dir=tmp_path / "b", progress=False)
+    rest = train_unet(r, checkpoint_dir=tmp_path / "b", resume=True, progress=False, checkpoint_every_steps=2,
+                      checkpoint_every_minutes=None)
+    assert rest.step == 6 and rest.finished and len(rest.losses) == 4
+    assert rest.losses == full.losses[2:]
+    a, b = _ckpt(latest_checkpoint(tmp_path / "a")), _ckpt(latest_checkpoint(tmp_path / "b"))
+    for part_name in a:
+        assert a[part_name].keys() == b[part_name].keys()
+        for k in a[part_name]:
+            assert torch.equal(a[part_name][k], b[part_name][k]), (part_name, k)
+    state = json.loads((latest_checkpoint(tmp_path / "b") / "state.json").read_text())
+    assert state["step"] == 6 and state["recipe"]["steps"] == 6
+    # a different recipe cannot resume the run
+    with pytest.raises(ValueError, match="lr"):
+        train_unet(tiny_recipe(steps=8, lr=1e-3), checkpoint_dir=tmp_path / "b", resume=True, progress=False)
+
+
+def test_export_loads_back_and_matches_the_ema_model(tmp_path):
+    r = tiny_recipe(steps=3)
+    res = train_unet(r, checkpoint_dir=tmp_path / "ck", out_dir=tmp_path / "model", progress=False)
+    out = res.exported
+    assert out == tmp_path / "model"
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json", "training.json"} <= {
+        p.name for p in out.iterdir()}
+    weights = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values())
+    info = json.loads((out / "training.json").read_text())
+    assert info["steps"] == 3 and info["weights"].startswith("EMA")
+    backbone = load_diffusers_folder(out, backbone_id="x")
+    assert backbone.unet.dtype == torch.float32 and backbone.h_shape == (32, 8, 8)
+    assert backbone.schedule_config["beta_end"] == 0.02
+    ema = build_unet(r.unet)
+    ema.load_state_dict(load_file(str(latest_checkpoint(tmp_path / "ck") / "ema.safetensors")))
+    ema.eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([5, 700])
+    with torch.no_grad():
+        want = ema(x, t).sample
+        got = backbone.unet(x, t).sample
+    assert torch.allclose(got, want, atol=2e-2 * want.abs().max().item() + 1e-3), (got - want).abs().max()
+
+
+def test_toy_faces_not_trained_yet_message(monkeypatch, tmp_path):
+    monkeypatch.setattr(toy_models, "TOY_FACES_DIR", tmp_path / "missing")
+    assert "toy-faces" in registry.list_models()
+    with pytest.raises(ModelNotAvailableError) as e:
+        load_backbone("toy-faces")
+    msg = str(e.value)
+    assert "not been trained yet" in msg and "hspace toyworld train-unet" in msg and "--resume" in msg
+
+
+def test_toy_faces_loads_when_the_folder_exists(monkeypatch, tmp_path):
+    res = train_unet(tiny_recipe(steps=1), checkpoint_dir=tmp_path / "ck", out_dir=tmp_path / "toy", progress=False)
+    monkeypatch.setattr(toy_models, "TOY_FACES_DIR", res.exported)
+    b = load_backbone("toy-faces")
+    assert b.backbone_id == "toy-faces" and b.h_shape == (32, 8, 8)
+
+
+def test_cli_train_unet_tiny_and_resume(tmp_path):
+    runner = CliRunner()
+    ck, out = tmp_path / "ck", tmp_path / "out"
+    base = ["toyworld", "train-unet", "--recipe", "tiny", "--checkpoint-dir", str(ck), "--out", str(out), "--threads", "1"]
+    r = runner.invoke(app, [*base, "--steps", "1"])
+    assert r.exit_code == 0, r.output
+    assert (out / "config.json").is_file()
+    r = runner.invoke(app, [*base, "--steps", "2"])
+    assert r.exit_code == 2 and "--resume" in r.output, r.output
+    r = runner.invoke(app, [*base, "--steps", "2", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "training.json").read_text())["steps"] == 2
