@@ -235,6 +235,15 @@ def test_clip_resume_and_export_load(tok_dir, tmp_path):
     folder = export_clip(model, tok, tmp_path / "toy-clip", info={"zero_shot": {}}, fp16=False)
     enc = load_toy_clip(folder)
     assert isinstance(enc, TransformersCLIP) and enc.image_size == 64
+    assert (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    from transformers import CLIPTokenizer
+
+    only = tmp_path / "plain-tokenizer"  # the shipped plain CLIP files alone give the same tokens
+    only.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        (only / name).write_bytes((folder / name).read_bytes())
+    plain = CLIPTokenizer.from_pretrained(str(only))
+    assert plain(texts)["input_ids"] == tok(texts)["input_ids"]
     assert torch.allclose(enc.encode_image(x), ref.encode_image(x), atol=1e-5)
     assert torch.allclose(enc.encode_text(texts), ref.encode_text(texts), atol=1e-5)
     half = load_toy_clip(export_clip(model, tok, tmp_path / "toy-clip-16"))

@@ -441,6 +441,11 @@ def export_clip(model, tokenizer, folder: str | Path = CLIP_DIR, info: Optional[
         m = m.half()
     m.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
+    # transformers 5 writes tokenizer.json; ship the plain CLIP files (vocab.json + merges.txt) too
+    source = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    for name in ("vocab.json", "merges.txt"):
+        if (source / name).is_file() and not (tmp / name).exists():
+            shutil.copyfile(source / name, tmp / name)
     write_json_atomic({"name": TOY_CLIP_NAME, "load": "hspace.toyworld.clip_train.load_toy_clip() or "
                        "hspace.encoders.TransformersCLIP(<this folder>)", **(info or {})},
                       tmp / "hspace_toy_clip.json")
