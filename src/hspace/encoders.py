@@ -471,12 +471,17 @@ def load_encoder(
     """Load an image-text encoder by name.
 
     * ``"tiny-random-clip"``: :func:`build_tiny_clip`;
+    * ``"toy-clip"``: the small CLIP trained on the built-in toy faces (when shipped);
     * ``"open_clip:MODEL/PRETRAINED"`` (e.g. ``"open_clip:ViT-B-16/openai"``): :class:`OpenCLIPEncoder`
       (needs ``pip install open_clip_torch``);
     * anything else: a transformers CLIP by hub id or folder (:class:`TransformersCLIP`).
     """
     if str(name_or_path) == TINY_CLIP_NAME:
         return build_tiny_clip(device=device, dtype=dtype or torch.float32, **kwargs)
+    if str(name_or_path) == "toy-clip":
+        from .toyworld.clip_train import load_toy_clip
+
+        return load_toy_clip(device=device, dtype=dtype)
     if str(name_or_path).startswith(OPEN_CLIP_PREFIX):
         model_name, pretrained = parse_open_clip_spec(str(name_or_path))
         return OpenCLIPEncoder(model_name, pretrained, device=device, dtype=dtype, **kwargs)
