@@ -164,10 +164,21 @@ def asymmetric_step(
     return _step(x_t, eps_edit, eps, a, a_next, eta, noise, generator)
 
 
+def _twice(enc: Encoded) -> Encoded:
+    """``enc`` stacked twice along the batch with ``torch.cat``, which keeps channels_last
+    (``Tensor.repeat`` returns contiguous tensors, and mixed layouts make oneDNN reorder)."""
+    return Encoded(
+        h=torch.cat([enc.h, enc.h]),
+        skips=tuple(torch.cat([s, s]) for s in enc.skips),
+        temb=torch.cat([enc.temb, enc.temb]),
+        t=torch.cat([enc.t, enc.t]),
+    )
+
+
 def decode_pair(backbone: Backbone, enc: Encoded, h_edit: torch.Tensor, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode h and h + dh from one encoder pass; ``joint`` runs them as one batch of 2B."""
     if joint:
-        both = backbone.decode(enc.repeat(2), torch.cat([enc.h, h_edit]))
+        both = backbone.decode(_twice(enc), torch.cat([enc.h, h_edit]))
         return both.chunk(2)
     return backbone.decode(enc), backbone.decode(enc, h_edit)
 
