@@ -148,14 +148,14 @@ def med(xs):
     return float(statistics.median(xs)) if xs else float("nan")
 
 
-EDIT_VARIANTS = ("ours", "ours_sep", "ours_bf16", "ref")
+EDIT_VARIANTS = ("ours", "ours_joint", "ours_bf16", "ref")
 
 
 def edit_gen(variant, bb, x_T, n, delta):
     if variant == "ref":
         return ref_generate(bb, x_T, n, delta, T_EDIT)
     return generate(bb, x_T, n, delta=delta, phases=Phases(t_edit=T_EDIT, t_boost=0),
-                    joint_decode=variant != "ours_sep", precision="bf16" if variant == "ours_bf16" else "fp32")
+                    joint_decode=variant == "ours_joint", precision="bf16" if variant == "ours_bf16" else "fp32")
 
 
 def bench_edits(batch, n, repeats, log):
@@ -180,7 +180,7 @@ def bench_edits(batch, n, repeats, log):
         res[v] = {"generation_s": med(gen_t[v]), "generation_all_s": gen_t[v], "edit_s": med(inv_t) + med(gen_t[v]),
                   "edit_min_s": min(inv_t) + min(gen_t[v]), "generation_min_s": min(gen_t[v])}
     res["max_abs_diff_ours_vs_ref"] = float((outs["ours"] - outs["ref"]).abs().max())
-    res["max_abs_diff_ours_sep_vs_ref"] = float((outs["ours_sep"] - outs["ref"]).abs().max())
+    res["max_abs_diff_ours_joint_vs_ref"] = float((outs["ours_joint"] - outs["ref"]).abs().max())
     res["max_abs_diff_bf16_vs_fp32"] = float((outs["ours_bf16"] - outs["ours"]).abs().max())
     res["latents"] = inv.latents  # reused by the training benchmark (dropped before JSON)
     res["sources"] = x0
@@ -248,25 +248,39 @@ def bench_flops(n):
     with torch.no_grad():
         inv = invert(bb, x0, n)
         ours = count_flops(lambda: (invert(bb, x0, n), edit_gen("ours", bb, inv.latents, n, delta)))
-        ours_sep = count_flops(lambda: (invert(bb, x0, n), edit_gen("ours_sep", bb, inv.latents, n, delta)))
+        ours_joint = count_flops(lambda: (invert(bb, x0, n), edit_gen("ours_joint", bb, inv.latents, n, delta)))
         ref = count_flops(lambda: (invert(bb, x0, n), edit_gen("ref", bb, inv.latents, n, delta)))
     params = sum(p.numel() for p in bb.unet.parameters())
     return {"params": params, "encode_gflop": E / 1e9, "decode_gflop": D / 1e9, "f_t_gflop": Fd / 1e9,
             "forward_gflop": F / 1e9, "decoder_share": D / F, "n_edit_steps": n_edit, "n_other_steps": n_other,
             "floor_gflop": floor / 1e9, "ref_model_gflop": ref_model / 1e9,
-            "ours_gflop": ours / 1e9, "ours_sep_gflop": ours_sep / 1e9, "ref_gflop": ref / 1e9,
+            "ours_gflop": ours / 1e9, "ours_joint_gflop": ours_joint / 1e9, "ref_gflop": ref / 1e9,
             "ours_over_floor": ours / floor, "ref_over_floor": ref / floor}
 
 
 # ---------------------------------------------------------------------------------------
 # peak memory, one fresh subprocess per configuration
 # ---------------------------------------------------------------------------------------
+def _vm_hwm_kib() -> int:
+    """Peak RSS of this process since the last reset (VmHWM, KiB)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def _reset_hwm() -> None:
+    # ru_maxrss survives fork + exec (a child reports its parent's peak), so reset and read
+    # the kernel's high-water mark instead (Linux: writing 5 to clear_refs resets VmHWM).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def child_mem(what, batch, n):
     bb, delta, x0 = setup(batch)
     with torch.no_grad():
         lat = invert(bb, x0, n).latents
     obj = objective() if what.startswith("train") else None
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _reset_hwm()
+    base = _vm_hwm_kib()
     if what.startswith("edit_"):
         v = what[len("edit_"):]
         invert(bb, x0, n)
@@ -277,7 +291,7 @@ def child_mem(what, batch, n):
     elif what == "train_ref":
         tr = Trainer(bb, obj, TrainConfig(t_edit=T_EDIT, n_train_steps=n, batch_size=batch, progress=False))
         ref_train(bb, obj, tr.direction, tr.pairs, lat, x0, 0.5)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _vm_hwm_kib()
     print(json.dumps({"what": what, "batch": batch, "base_mib": base / 1024, "peak_mib": peak / 1024,
                       "delta_mib": (peak - base) / 1024}))
 
@@ -357,19 +371,19 @@ def markdown(R):
              f"(encode {fl['encode_gflop']:.2f}, decode {fl['decode_gflop']:.2f} = {100 * fl['decoder_share']:.0f} %; "
              f"f_t {fl['f_t_gflop']:.3f}); h = [256, 8, 8]. Direction: random-init implicit f_t (DDPM style).\n")
     L.append("### Seconds per edit (inversion + generation, median)\n")
-    L.append("| batch | steps inv+gen | inversion s | ours (joint) | ours (joint_decode=False) | ours bf16+CL edit part | reference way | speed-up ours vs ref | speed-up generation only | bf16 vs ref |")
+    L.append("| batch | steps inv+gen | inversion s | ours (default: separate decodes) | ours (joint_decode=True) | ours bf16+CL edit part | reference way | speed-up ours vs ref | speed-up generation only | bf16 vs ref |")
     L.append("|---|---|---|---|---|---|---|---|---|---|")
     for e in R["edit"]:
-        o, s, b, r = e["ours"], e["ours_sep"], e["ours_bf16"], e["ref"]
+        o, s, b, r = e["ours"], e["ours_joint"], e["ours_bf16"], e["ref"]
         L.append(f"| {e['batch']} | {e['n_inv']}+{e['n_gen']} | {e['inversion_s']:.2f} | {o['edit_s']:.2f} | {s['edit_s']:.2f} | "
                  f"{b['edit_s']:.2f} | {r['edit_s']:.2f} | {r['edit_s'] / o['edit_s']:.2f}x | "
                  f"{r['generation_s'] / o['generation_s']:.2f}x | {r['edit_s'] / b['edit_s']:.2f}x |")
     L.append("\nMin over repeats (less sensitive to other load), edit s: " + "; ".join(
-        f"B={e['batch']}: ours {e['ours']['edit_min_s']:.2f}, ours_sep {e['ours_sep']['edit_min_s']:.2f}, "
+        f"B={e['batch']}: ours {e['ours']['edit_min_s']:.2f}, ours_joint {e['ours_joint']['edit_min_s']:.2f}, "
         f"bf16 {e['ours_bf16']['edit_min_s']:.2f}, ref {e['ref']['edit_min_s']:.2f} "
         f"({e['ref']['edit_min_s'] / e['ours']['edit_min_s']:.2f}x)" for e in R["edit"]))
     L.append("\nEqual output (fp32, max |ours - ref|): " + "; ".join(
-        f"B={e['batch']}: joint {e['max_abs_diff_ours_vs_ref']:.2e}, separate {e['max_abs_diff_ours_sep_vs_ref']:.2e}, "
+        f"B={e['batch']}: default {e['max_abs_diff_ours_vs_ref']:.2e}, joint {e['max_abs_diff_ours_joint_vs_ref']:.2e}, "
         f"bf16 vs fp32 {e['max_abs_diff_bf16_vs_fp32']:.2e}" for e in R["edit"]))
     L.append("\n### Seconds per training step (tiny CLIP, directional + L1, median)\n")
     L.append("| batch | steps | ours s/step | ours incl. one-time P_src cache (1 epoch) | reference way s/step | speed-up | speed-up incl. cache | first loss ours / ref | max loss diff (all steps) |")
@@ -383,8 +397,8 @@ def markdown(R):
     L.append("| | GFLOP | x floor |")
     L.append("|---|---|---|")
     L.append(f"| floor: {R['n']} inv x F + {fl['n_edit_steps']} edit x (E + 2D + f_t) + {fl['n_other_steps']} other x F | {fl['floor_gflop']:.1f} | 1.00 |")
-    L.append(f"| ours (joint) | {fl['ours_gflop']:.1f} | {fl['ours_over_floor']:.3f} |")
-    L.append(f"| ours (joint_decode=False) | {fl['ours_sep_gflop']:.1f} | {fl['ours_sep_gflop'] / fl['floor_gflop']:.3f} |")
+    L.append(f"| ours (default) | {fl['ours_gflop']:.1f} | {fl['ours_over_floor']:.3f} |")
+    L.append(f"| ours (joint_decode=True) | {fl['ours_joint_gflop']:.1f} | {fl['ours_joint_gflop'] / fl['floor_gflop']:.3f} |")
     L.append(f"| reference way | {fl['ref_gflop']:.1f} | {fl['ref_over_floor']:.3f} |")
     L.append("\n### Peak memory (ru_maxrss, fresh subprocess each)\n")
     L.append("| configuration | batch | RSS before MiB | peak MiB | peak - before MiB |")
@@ -465,8 +479,8 @@ def main():
     R["memory"] = []
     mem_batches = (8,)
     for b in mem_batches:
-        for what in ("edit_ours", "edit_ours_sep", "edit_ours_bf16", "edit_ref", "train_ours", "train_ref"):
-            if a.quick and what in ("edit_ours_sep", "edit_ours_bf16"):
+        for what in ("edit_ours", "edit_ours_joint", "edit_ours_bf16", "edit_ref", "train_ours", "train_ref"):
+            if a.quick and what in ("edit_ours_joint", "edit_ours_bf16"):
                 continue
             R["memory"].append(run_child(["--_child", "mem", "--what", what, "--batch", str(b), "--steps", "10"]))
             log(f"  {R['memory'][-1]}")

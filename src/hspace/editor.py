@@ -42,7 +42,8 @@ class EditConfig:
         seed: noise seed; image i of a run uses ``seed + i`` so batching never changes results.
         batch_size: images per network batch.
         precision: "fp32" or "bf16" (U-Net under bf16 autocast during generation).
-        joint_decode: decode h and h + dh as one batch.
+        joint_decode: decode h and h + dh as one batch of 2B (off by default: more memory,
+            and slower above batch 1; see :func:`hspace.sampler.generate`).
         cache_latents: keep inverted latents on disk (see :mod:`hspace.cache`).
         progress: show progress bars.
     """
@@ -55,7 +56,7 @@ class EditConfig:
     seed: int = 0
     batch_size: int = 4
     precision: Precision = "fp32"
-    joint_decode: bool = True
+    joint_decode: bool = False
     cache_latents: bool = True
     progress: bool = True
 
