@@ -159,7 +159,25 @@ def _offline_requested() -> bool:
     )
 
 
-class TransformersCLIP(nn.Module):
+class _FrozenEncoder(nn.Module):
+    """A frozen wrapper around ``self.model``: always in eval mode (like torchmetrics' _NoTrainLpips)."""
+
+    model: nn.Module
+
+    def train(self, mode: bool = True) -> "_FrozenEncoder":
+        """Encoders stay in eval mode whatever ``mode`` says."""
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+class TransformersCLIP(_FrozenEncoder):
     """A frozen ``transformers`` CLIP model behind the :class:`ImageTextEncoder` protocol.
 
     Args:
@@ -233,18 +251,6 @@ class TransformersCLIP(nn.Module):
         self.image_size = int(model.config.vision_config.image_size)
         self.max_text_length = int(model.config.text_config.max_position_embeddings)
         self.embed_dim = int(model.config.projection_dim)
-
-    def train(self, mode: bool = True) -> "TransformersCLIP":
-        """Encoders stay in eval mode whatever ``mode`` says."""
-        return super().train(False)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in ``[-1, 1]`` -> ``[B, D]`` float32 projected CLIP embeddings (not normalised).
@@ -384,7 +390,7 @@ def _import_open_clip():
     return open_clip
 
 
-class OpenCLIPEncoder(nn.Module):
+class OpenCLIPEncoder(_FrozenEncoder):
     """A frozen ``open_clip`` model behind the :class:`ImageTextEncoder` protocol.
 
     Args:
@@ -430,18 +436,6 @@ class OpenCLIPEncoder(nn.Module):
         self.mean = tuple(float(v) for v in (getattr(model.visual, "image_mean", None) or CLIP_MEAN))
         self.std = tuple(float(v) for v in (getattr(model.visual, "image_std", None) or CLIP_STD))
         self.eval()
-
-    def train(self, mode: bool = True) -> "OpenCLIPEncoder":
-        """Encoders stay in eval mode whatever ``mode`` says."""
-        return super().train(False)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in ``[-1, 1]`` -> ``[B, D]`` float32 embeddings (not normalised), differentiable in ``x``."""
