@@ -405,7 +405,7 @@ def main() -> None:
                     R["train"].append(r)
                     log(f"{model} {config}: {r['step_s']:.2f} s/step, peak {r['peak_rss_mib']:.0f} MiB")
             if {"edit_fp32", "edit_bf16_cl", "edit_bf16"} <= dumps.keys():
-                d = {k: torch.load(v) for k, v in dumps.items()}
+                d = {k: torch.load(v, weights_only=True) for k, v in dumps.items()}
                 f32, cl, nocl = d["edit_fp32"], d["edit_bf16_cl"], d["edit_bf16"]
                 def rel(a, b):
                     return float((a - b).norm() / b.norm())
