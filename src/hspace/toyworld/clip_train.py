@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .captions import caption_with_mentions, describe
 from .faces import FACTORS, FaceFactors, factors_for, item_rng, render_array, with_factor
+from .loop import StepClock
 from .probe import (EVAL_SEED, MODELS_DIR, ModelNotTrainedError, autocast, load_training_checkpoint, lr_at,
                     save_training_checkpoint, write_json_atomic)
 
@@ -375,11 +376,11 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
         step, examples, seconds_before = int(rec["step"]), int(rec["examples"]), float(rec["seconds"])
         log(f"resumed {checkpoint} at step {step}/{s.steps}")
     model.train()
-    t_start = time.perf_counter()
+    clock = StepClock(s.steps, s.log_every, s.checkpoint_every, max_minutes, stop_after)
 
     def save() -> None:
         rec = {"kind": "toy-clip", "step": step, "examples": examples,
-               "seconds": seconds_before + time.perf_counter() - t_start, "settings": s.to_dict(),
+               "seconds": seconds_before + time.perf_counter() - clock.t_start, "settings": s.to_dict(),
                "tokenizer_dir": str(tok_dir), "finished": step >= s.steps}
         save_training_checkpoint(checkpoint, model, opt, rec)
 
@@ -388,7 +389,7 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
         from torch.utils.data import DataLoader
 
         data = DataLoader(data, batch_size=None, num_workers=s.workers, prefetch_factor=4)
-    t_log, n_log, run_steps, last = t_start, 0, 0, float("nan")
+    last = float("nan")
     if step < s.steps:
         for images, texts in data:
             for g in opt.param_groups:
@@ -402,24 +403,18 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
             with torch.no_grad():
                 model.logit_scale.clamp_(0, float(np.log(100.0)))
             step += 1
-            run_steps += 1
             examples += len(images)
-            n_log += len(images)
             last = float(loss.detach())
-            now = time.perf_counter()
-            if step % s.log_every == 0 or step == s.steps:
+            rate, save_now, stop = clock.after_step(step, len(images))
+            if rate is not None:
                 log(f"step {step}/{s.steps}  loss {last:.4f}  temperature 1/{float(model.logit_scale.detach().exp()):.1f}  "
-                    f"{n_log / max(now - t_log, 1e-9):.0f} pairs/s")
-                t_log, n_log = now, 0
-            out_of_time = max_minutes is not None and (now - t_start) / 60 >= max_minutes
-            stop = step >= s.steps or out_of_time or run_steps == stop_after
-            if step % s.checkpoint_every == 0 or stop:
+                    f"{rate:.0f} pairs/s")
+            if save_now:
                 save()
             if stop:
                 break
-    elapsed = time.perf_counter() - t_start
     return {"step": step, "steps": s.steps, "finished": step >= s.steps, "examples": examples, "loss": last,
-            "pairs_per_s_this_run": run_steps * s.batch_size / max(elapsed, 1e-9), "checkpoint": str(checkpoint),
+            "pairs_per_s_this_run": clock.per_second(s.batch_size), "checkpoint": str(checkpoint),
             "tokenizer_dir": str(tok_dir), "model": model, "tokenizer": tokenizer}
 
 

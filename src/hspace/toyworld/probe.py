@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .faces import FACTOR_NAMES, FACTORS
+from .loop import StepClock
 
 __all__ = [
     "AttributeProbe",
@@ -437,16 +438,15 @@ def train_probe(settings: ProbeTrainSettings, checkpoint: str | Path, *, max_min
         step, examples, seconds = int(rec["step"]), int(rec["examples"]), float(rec["seconds"])
         log(f"resumed {checkpoint} at step {step}/{s.steps}")
     model.train()
-    t_start = time.perf_counter()
+    clock = StepClock(s.steps, s.log_every, s.checkpoint_every, max_minutes, stop_after)
     seconds_before = seconds
 
     def save() -> None:
         rec = {"kind": "toy-probe", "step": step, "examples": examples,
-               "seconds": seconds_before + time.perf_counter() - t_start,
+               "seconds": seconds_before + time.perf_counter() - clock.t_start,
                "settings": s.to_dict(), "finished": step >= s.steps}
         save_training_checkpoint(checkpoint, model, opt, rec)
 
-    t_log, n_log, run_steps = t_start, 0, 0
     last: dict[str, float] = {}
     if step < s.steps:
         for batch in _batches(s.seed, s.batch_size, step, s.supersample, s.workers, stop_batch=s.steps):
@@ -463,24 +463,17 @@ def train_probe(settings: ProbeTrainSettings, checkpoint: str | Path, *, max_min
             loss.backward()
             opt.step()
             step += 1
-            run_steps += 1
             examples += len(x)
-            n_log += len(x)
             last = {"loss": float(loss.detach()), **parts}
-            now = time.perf_counter()
-            if step % s.log_every == 0 or step == s.steps:
-                log(f"step {step}/{s.steps}  loss {last['loss']:.4f}  "
-                    f"{n_log / max(now - t_log, 1e-9):.0f} examples/s")
-                t_log, n_log = now, 0
-            out_of_time = max_minutes is not None and (now - t_start) / 60 >= max_minutes
-            stop = step >= s.steps or out_of_time or run_steps == stop_after
-            if step % s.checkpoint_every == 0 or stop:
+            rate, save_now, stop = clock.after_step(step, len(x))
+            if rate is not None:
+                log(f"step {step}/{s.steps}  loss {last['loss']:.4f}  {rate:.0f} examples/s")
+            if save_now:
                 save()
             if stop:
                 break
-    elapsed = time.perf_counter() - t_start
     return {"step": step, "steps": s.steps, "finished": step >= s.steps, "examples": examples,
-            "examples_per_s_this_run": (run_steps * s.batch_size) / max(elapsed, 1e-9), "last": last,
+            "examples_per_s_this_run": clock.per_second(s.batch_size), "last": last,
             "checkpoint": str(checkpoint)}
 
 
