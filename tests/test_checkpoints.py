@@ -190,8 +190,8 @@ def test_wrong_keys_are_refused_by_name(tiny_entry, tiny_model, empty_weight_dir
         load_named("adm:tiny-test")
     msg = str(err.value)
     assert str(path) in msg
-    assert "missing keys: 1 (input_blocks.3.1.proj_out.weight)" in msg
-    assert "unexpected keys: 1 (input_blocks.3.1.proj_out.weight_bogus)" in msg
+    assert "missing keys: 1 [input_blocks.3.1.proj_out.weight]" in msg
+    assert "unexpected keys: 1 [input_blocks.3.1.proj_out.weight_bogus]" in msg
 
 
 def test_asyrp_edit_layers_in_file_are_ignored(tiny_entry, tiny_model, empty_weight_dirs):

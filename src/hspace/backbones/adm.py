@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Encoded
+from .weights import key_listing, read_state_dict
 
 __all__ = [
     "ADMConfig",
@@ -536,43 +537,6 @@ class ADMBackbone(nn.Module):
 # --------------------------------------------------------------------------- loading
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.pt``/``.pth``/``.ckpt`` (``torch.load``, weights only) or ``.safetensors``.
-
-    A checkpoint that wraps the weights in a dict under ``"state_dict"``, ``"model"`` or
-    ``"ema"`` is unwrapped. Tensors are loaded on the CPU.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable file or not a state dict (the message names the file).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd: Any = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read means "not a usable checkpoint"
-        raise ValueError(f"cannot read weights from {path}: {type(e).__name__}: {str(e).strip()[:300]}") from e
-    if isinstance(sd, dict) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
-        for key in ("state_dict", "model", "ema"):
-            if isinstance(sd.get(key), dict):
-                sd = sd[key]
-                break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(sd).__name__})")
-    return dict(sd)
-
-
-def _listing(keys: list[str], limit: int = 10) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
-
-
 def check_state_dict(
     model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, ignore: Sequence[str] = ()
 ) -> None:
@@ -592,11 +556,11 @@ def check_state_dict(
     if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
+            parts.append(f"missing keys: {key_listing(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
+            parts.append(f"unexpected keys: {key_listing(unexpected)}")
         if wrong:
-            parts.append(f"wrong shapes: {_listing(wrong, 5)}")
+            parts.append(f"wrong shapes: {key_listing(wrong, 5)}")
         raise ValueError(
             f"{source} does not match the {type(model).__name__} architecture ({len(expected)} tensors): "
             + "; ".join(parts)

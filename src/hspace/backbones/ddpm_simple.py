@@ -52,6 +52,7 @@ from diffusers import UNet2DModel
 from diffusers.models.embeddings import Timesteps
 
 from .diffusers_unet import DiffusersUNetBackbone
+from .weights import extract_state_dict, key_listing, read_state_dict
 
 __all__ = [
     "DDPMSimpleConfig",
@@ -475,13 +476,6 @@ def ddpm_key_map(config: DDPMSimpleConfig) -> dict[str, str]:
     return {_official_name(k, n): k for k in _target_shapes(config)}
 
 
-def _summarise(keys: Sequence[str], limit: int = 10) -> str:
-    keys = sorted(keys)
-    head = ", ".join(keys[:limit])
-    more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return f"{len(keys)} [{head}{more}]"
-
-
 def _strip_common_prefix(sd: Mapping[str, Any]) -> Mapping[str, Any]:
     """Remove a ``module.`` prefix that ``DataParallel`` training adds to every key."""
     keys = list(sd)
@@ -543,13 +537,13 @@ def convert_ddpm_state_dict(
             f"resolution={config.resolution}, in/out channels={config.in_channels}/{config.out_ch}):"
         ]
         if missing:
-            lines.append(f"  missing keys: {_summarise(missing)}")
+            lines.append(f"  missing keys: {key_listing(missing)}")
         if unexpected:
-            lines.append(f"  unexpected keys: {_summarise(unexpected)}")
+            lines.append(f"  unexpected keys: {key_listing(unexpected)}")
         if bad_shape:
-            lines.append(f"  shape mismatches: {_summarise(bad_shape)}")
+            lines.append(f"  shape mismatches: {key_listing(bad_shape)}")
         if not_tensor:
-            lines.append(f"  values that are not tensors: {_summarise(not_tensor)}")
+            lines.append(f"  values that are not tensors: {key_listing(not_tensor)}")
         if any(re.match(r"^layer_\d+\.", k) for k in unexpected):
             lines.append(
                 "  hint: 'layer_N.*' keys are an Asyrp DeltaBlock (the implicit direction f_t), not part of the "
@@ -568,46 +562,6 @@ def convert_ddpm_state_dict(
 # ----------------------------------------------------------------------------------------------
 # loading
 
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "ema", "net")
-
-
-def _looks_like_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    )
-
-
-def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The model state dict inside a loaded checkpoint object.
-
-    Handles the shapes the official code saves: a bare state dict (the published
-    ``celeba_hq.ckpt`` and the converted LSUN/CIFAR ``model-*.ckpt``), a list/tuple whose first
-    element is the state dict (DDIM training's ``[model.state_dict(), optimizer.state_dict(),
-    epoch, step, ema]``), or a dict holding it under ``state_dict``/``model``/``model_state_dict``/
-    ``ema``/``net``.
-
-    Raises:
-        ValueError: no state dict found (the message lists what the object holds).
-    """
-    if _looks_like_state_dict(obj):
-        return dict(obj)
-    if isinstance(obj, (list, tuple)) and obj and _looks_like_state_dict(obj[0]):
-        return dict(obj[0])
-    if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            if _looks_like_state_dict(obj.get(key)):
-                return dict(obj[key])
-        what = f"a dict with keys {sorted(map(str, obj))[:10]}"
-    elif isinstance(obj, (list, tuple)):
-        what = f"a {type(obj).__name__} of {len(obj)} items ({', '.join(type(o).__name__ for o in obj[:5])})"
-    else:
-        what = f"a {type(obj).__name__}"
-    raise ValueError(
-        f"{source}: found no model state dict in {what}; expected a dict of tensors, a list whose first "
-        f"element is one, or a dict holding one under one of {list(_WRAPPER_KEYS)}"
-    )
-
-
 def load_ddpm_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read an official DDPM state dict from ``.ckpt``/``.pth``/``.pt`` (safe unpickling) or ``.safetensors``.
 
@@ -625,25 +579,7 @@ def load_ddpm_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             "(e.g. celeba_hq.ckpt from SDEdit, ema_diffusion_lsun_church_model/model-4432000.ckpt from "
             "pesser/pytorch_diffusion); download one on a machine with network access and pass its path"
         )
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"{path}: cannot read as safetensors: {err}") from err
-    if suffix not in (".ckpt", ".pth", ".pt", ".bin"):
-        raise ValueError(f"{path}: unknown checkpoint suffix {suffix!r}; expected .ckpt, .pth, .pt, .bin or .safetensors")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"{path}: cannot load with torch.load(weights_only=True) ({type(err).__name__}: {err}). Only plain "
-            "tensor checkpoints are accepted; re-save the state dict (torch.save(model.state_dict(), ...)) or "
-            "convert it to .safetensors"
-        ) from err
-    return extract_state_dict(obj, source=str(path))
+    return read_state_dict(path)
 
 
 def load_ddpm_simple(
