@@ -195,20 +195,42 @@ def _tiny_clip(tok_dir):
 
 
 def test_clip_batch_is_deterministic_with_twins():
-    x1, t1 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
-    x2, t2 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
-    assert x1.shape == (8, 3, 64, 64) and len(t1) == 8
-    assert torch.equal(x1, x2) and t1 == t2
+    x1, t1, y1 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
+    x2, t2, y2 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
+    assert x1.shape == (8, 3, 64, 64) and len(t1) == 8 and y1.shape == (8, 14)
+    assert torch.equal(x1, x2) and t1 == t2 and torch.equal(y1, y2)
     assert t1[0] != t1[1]  # a face and its one-factor twin get different captions
+    # the labels are the rendered faces' own factors: a twin differs from its face in exactly one
+    from hspace.toyworld.faces import factors_for, factors_to_vector
+
+    assert torch.equal(y1[-1], torch.from_numpy(factors_to_vector(factors_for(0, 3 * 8 + 7))).float())
+    names = ("smile", "eyes_open", "glasses", "hair_color", "hair_style", "skin_tone", "face_shape", "hat",
+             "beard", "background")
+    from hspace.toyworld.faces import vector_names
+
+    cols = [vector_names().index(n) for n in names]
+    assert int((y1[0, cols] != y1[1, cols]).sum()) == 1
+
+
+def test_hard_factor_weight_draws_more_hard_twins():
+    from hspace.toyworld.clip_train import HARD_FACTORS, ZERO_SHOT_FACTORS, _twin_factor_probs
+
+    p1, p3 = _twin_factor_probs(1.0), _twin_factor_probs(3.0)
+    hard = [ZERO_SHOT_FACTORS.index(f) for f in HARD_FACTORS]
+    assert np.allclose(p1, 1 / len(ZERO_SHOT_FACTORS))
+    assert np.isclose(p3.sum(), 1.0) and np.allclose(p3[hard] / p3[0 if 0 not in hard else 1], 3.0)
 
 
 def test_tiny_clip_loss_decreases(tok_dir):
     model, tok = _tiny_clip(tok_dir)
-    x, texts = clip_batch(0, 0, 8, twin_share=0.5, supersample=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x, texts, labels = clip_batch(0, 0, 8, twin_share=0.5, supersample=1)
+    from hspace.toyworld.clip_train import ClipTrainee
+
+    trainee = ClipTrainee(model, aux=True)
+    opt = torch.optim.AdamW(trainee.parameters(), lr=3e-3)
     losses = []
     for _ in range(12):
-        loss = clip_loss(model, tok, x, texts)
+        loss = clip_loss(model, tok, x, texts, labels=labels, aux=trainee.aux, aux_weight=0.5)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -286,6 +286,8 @@ def train_clip_command(
     workers: Annotated[int, typer.Option("--workers", help="Rendering worker processes (0: render in the training process).")] = 1,
     threads: Annotated[int, typer.Option("--threads", help="torch threads for training.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="bf16 (autocast) or fp32.")] = "bf16",
+    aux_weight: Annotated[float, typer.Option("--aux-weight", help="Weight of the auxiliary factor loss on the image embedding (0: contrastive only).")] = 0.5,
+    hard_factor_weight: Annotated[float, typer.Option("--hard-factor-weight", help="How much more often twins of the hard factors (smile, face shape) are drawn.")] = 3.0,
 ) -> None:
     import torch
 
@@ -293,10 +295,13 @@ def train_clip_command(
     from ..toyworld.clip_train import CLIP_DIR, ClipSettings, evaluate_zero_shot, export_clip, train_clip
     from ..toyworld.probe import write_json_atomic
 
-    if steps < 1 or batch_size < 2 or eval_n < 10 or threads < 1 or workers < 0:
-        raise fail("need --steps >= 1, --batch-size >= 2, --eval-n >= 10, --threads >= 1, --workers >= 0")
+    if steps < 1 or batch_size < 2 or eval_n < 10 or threads < 1 or workers < 0 or aux_weight < 0 \
+            or hard_factor_weight <= 0:
+        raise fail("need --steps >= 1, --batch-size >= 2, --eval-n >= 10, --threads >= 1, --workers >= 0, "
+                   "--aux-weight >= 0, --hard-factor-weight > 0")
     torch.set_num_threads(threads)
-    s = ClipSettings(steps=steps, batch_size=batch_size, workers=workers, precision=precision)
+    s = ClipSettings(steps=steps, batch_size=batch_size, workers=workers, precision=precision, aux_weight=aux_weight,
+                     hard_factor_weight=hard_factor_weight)
     folder = checkpoint_dir or _toy_ckpt_dir("clip-ckpt")
     ckpt = folder / "clip.safetensors"
     try:

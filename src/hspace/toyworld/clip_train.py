@@ -17,7 +17,14 @@ sits behind the same :class:`~hspace.encoders.TransformersCLIP` interface as Ope
   the items are *twins*, a face and the same face with ONE factor changed
   (:func:`~hspace.toyworld.faces.with_factor`), both captioned with wording that mentions that
   factor: hard negatives that teach the exact distinctions the zero-shot test asks for.
-* Loss: CLIP's symmetric InfoNCE with the learnable temperature (``logit_scale``, clamped to 100).
+* Loss: CLIP's symmetric InfoNCE with the learnable temperature (``logit_scale``, clamped to 100),
+  plus ``aux_weight`` x an auxiliary factor loss: small linear heads on the image embedding predict
+  each face's known factors (the probe's loss). Contrastive loss alone left the first run blind
+  to the two subtle factors (smile and face shape at chance after 3000 steps: the captions never
+  forced the vision tower to look at a 3-pixel mouth curve before the easy factors were learned);
+  the heads make the image embedding carry every factor early, and the contrastive loss then
+  aligns the words with it. The heads are dropped at export: the shipped model is a plain
+  ``CLIPModel``. Twins of the hard factors are drawn ``hard_factor_weight`` times as often.
 * Evaluation (:func:`evaluate_zero_shot`): for held-out faces, choose among captions that differ
   in ONE factor; per-factor accuracy, for short captions ("a face with red hair" vs "a face
   with blond hair") and for full descriptions (every factor mentioned).
@@ -40,7 +47,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .captions import caption_with_mentions, describe
-from .faces import FACTORS, FaceFactors, factors_for, item_rng, render_array, with_factor
+from .faces import FACTORS, FaceFactors, factors_for, factors_to_vector, item_rng, render_array, with_factor
 from .loop import StepClock
 from .probe import (EVAL_SEED, MODELS_DIR, ModelNotTrainedError, autocast, load_training_checkpoint, lr_at,
                     save_training_checkpoint, write_json_atomic)
@@ -203,6 +210,8 @@ class ClipSettings:
     seed: int = CLIP_TRAIN_SEED
     init_seed: int = 0
     supersample: int = 3
+    aux_weight: float = 0.5  # auxiliary factor loss on the image embedding (0: pure contrastive)
+    hard_factor_weight: float = 3.0  # twins of HARD_FACTORS drawn this many times as often
     precision: str = "bf16"
     workers: int = 1
     checkpoint_every: int = 200
@@ -210,7 +219,7 @@ class ClipSettings:
 
     _MUST_MATCH = ("vision_width", "vision_layers", "vision_heads", "patch_size", "text_width", "text_layers",
                    "text_heads", "projection_dim", "max_length", "steps", "batch_size", "lr", "weight_decay",
-                   "warmup", "twin_share", "seed", "init_seed", "supersample")
+                   "warmup", "twin_share", "seed", "init_seed", "supersample", "aux_weight", "hard_factor_weight")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -241,6 +250,8 @@ _MENTIONS = {"smile": "smile", "eyes_open": "eyes", "glasses": "glasses", "hair_
              "beard": "beard", "background": "background"}
 #: Factors the zero-shot test covers (pose is never captioned).
 ZERO_SHOT_FACTORS: tuple[str, ...] = tuple(_MENTIONS)
+#: Factors that are small in the image (a mouth curve, the jaw outline): their twins come more often.
+HARD_FACTORS: tuple[str, ...] = ("smile", "face_shape")
 _SMILE_GROUPS = (-0.4, 0.0, 0.4)  # frowning / neutral / smiling (zero-shot candidates)
 
 
@@ -276,14 +287,22 @@ def _caption_mentioning(f: FaceFactors, mention: str, rng: np.random.Generator) 
     return _short_caption(f, mention)
 
 
-def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, supersample: int = 3
-               ) -> tuple[torch.Tensor, list[str]]:
+def _twin_factor_probs(hard_factor_weight: float) -> np.ndarray:
+    w = np.array([hard_factor_weight if f in HARD_FACTORS else 1.0 for f in ZERO_SHOT_FACTORS])
+    return w / w.sum()
+
+
+def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, supersample: int = 3,
+               hard_factor_weight: float = 1.0) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """Batch ``batch`` of the pair stream of ``seed`` (a pure function): images ``[B, 3, 64, 64]``
-    in [-1, 1] and one caption per image. The first ``round(B * twin_share / 2)`` items are faces
-    whose twin (the same face with one factor changed) follows right after them; both captions
+    in [-1, 1], one caption per image and the factor label vectors ``[B, 14]``
+    (:func:`~hspace.toyworld.faces.factors_to_vector`). The first ``round(B * twin_share / 2)``
+    items are faces whose twin (the same face with one factor changed; :data:`HARD_FACTORS`
+    ``hard_factor_weight`` times as likely as the others) follows right after them; both captions
     mention that factor. 10 % of single faces get their full description."""
     from .dataset import image_to_tensor
 
+    probs = _twin_factor_probs(hard_factor_weight)
     n_pairs = int(round(batch_size * twin_share / 2))
     faces: list[FaceFactors] = []
     texts: list[str] = []
@@ -292,7 +311,7 @@ def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, 
         idx = base + j
         f = factors_for(seed, idx)
         rng = item_rng(seed, idx, 2)
-        factor = ZERO_SHOT_FACTORS[int(rng.integers(len(ZERO_SHOT_FACTORS)))]
+        factor = ZERO_SHOT_FACTORS[int(rng.choice(len(ZERO_SHOT_FACTORS), p=probs))]
         g = _flip(f, factor, rng)
         faces += [f, g]
         texts += [_caption_mentioning(f, _MENTIONS[factor], rng), _caption_mentioning(g, _MENTIONS[factor], rng)]
@@ -303,7 +322,8 @@ def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, 
         faces.append(f)
         texts.append(describe(f) if rng.random() < 0.1 else caption_with_mentions(f, rng)[0])
     x = torch.stack([image_to_tensor(render_array(f, 64, supersample)) for f in faces])
-    return x, texts
+    labels = torch.from_numpy(np.stack([factors_to_vector(f) for f in faces])).float()
+    return x, texts, labels
 
 
 class ClipPairs(IterableDataset):
@@ -311,24 +331,62 @@ class ClipPairs(IterableDataset):
     batch; ``DataLoader(ClipPairs(...), batch_size=None)`` keeps the order for any K)."""
 
     def __init__(self, seed: int, batch_size: int, twin_share: float, supersample: int, start: int = 0,
-                 stop: Optional[int] = None):
+                 stop: Optional[int] = None, hard_factor_weight: float = 1.0):
         self.seed, self.batch_size, self.twin_share, self.supersample = seed, batch_size, twin_share, supersample
-        self.start, self.stop = start, stop
+        self.start, self.stop, self.hard_factor_weight = start, stop, hard_factor_weight
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor]]:
         info = get_worker_info()
         k, n = (0, 1) if info is None else (info.id, info.num_workers)
         b = self.start + k
         while self.stop is None or b < self.stop:
-            yield clip_batch(self.seed, b, self.batch_size, self.twin_share, self.supersample)
+            yield clip_batch(self.seed, b, self.batch_size, self.twin_share, self.supersample, self.hard_factor_weight)
             b += n
 
 
 # --------------------------------------------------------------------------- training
 
 
-def clip_loss(model, tokenizer, images: torch.Tensor, texts: list[str], max_length: int = MAX_LENGTH) -> torch.Tensor:
-    """Symmetric InfoNCE with the model's learnable temperature (CLIP's own ``return_loss``).
+class FactorHeads(torch.nn.Module):
+    """Linear heads from the (normalised) image embedding to every factor, in the probe's output
+    layout (so :func:`~hspace.toyworld.probe.probe_loss` scores them). Training aid only."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        from .probe import BINARY, CATEGORICAL, CONTINUOUS
+
+        self.categorical = set(CATEGORICAL)
+        self.heads = torch.nn.ModuleDict()
+        for n in (*BINARY, *CONTINUOUS):
+            self.heads[n] = torch.nn.Linear(dim, 1)
+        for n, k in CATEGORICAL.items():
+            self.heads[n] = torch.nn.Linear(dim, k)
+
+    def forward(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the embedding is unit-norm: scale it so the heads start with useful logit ranges
+        z = emb * emb.shape[-1] ** 0.5
+        return {n: (h(z) if n in self.categorical else h(z).squeeze(-1)) for n, h in self.heads.items()}
+
+
+class ClipTrainee(torch.nn.Module):
+    """The ``CLIPModel`` being trained plus its auxiliary :class:`FactorHeads` (one module, so one
+    optimizer and one checkpoint hold both; only ``.clip`` is exported)."""
+
+    def __init__(self, clip, aux: bool, seed: int = 0):
+        super().__init__()
+        self.clip = clip
+        self.aux = None
+        if aux:
+            with torch.random.fork_rng(devices=[]):  # seeded, so a resumed run equals an uninterrupted one
+                torch.manual_seed(seed)
+                self.aux = FactorHeads(int(clip.config.projection_dim))
+
+
+def clip_loss(model, tokenizer, images: torch.Tensor, texts: list[str], max_length: int = MAX_LENGTH,
+              labels: Optional[torch.Tensor] = None, aux: Optional[FactorHeads] = None,
+              aux_weight: float = 0.0) -> torch.Tensor:
+    """Symmetric InfoNCE with the model's learnable temperature (CLIP's own ``return_loss``), plus
+    ``aux_weight`` x the factor loss of ``aux`` on the image embeddings when ``labels`` are given.
     Images are preprocessed exactly as :class:`~hspace.encoders.TransformersCLIP` does."""
     from ..encoders import preprocess_for_clip
 
@@ -336,7 +394,11 @@ def clip_loss(model, tokenizer, images: torch.Tensor, texts: list[str], max_leng
     pixels = preprocess_for_clip(images, int(model.config.vision_config.image_size))
     out = model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], pixel_values=pixels,
                 return_loss=True)
-    return out.loss
+    if aux is None or labels is None or aux_weight == 0:
+        return out.loss
+    from .probe import probe_loss
+
+    return out.loss + aux_weight * probe_loss(aux(out.image_embeds.float()), labels)
 
 
 def _optimizer(model, s: ClipSettings) -> torch.optim.Optimizer:
@@ -362,12 +424,13 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
     tok_dir = Path(tokenizer_dir) if tokenizer_dir else checkpoint.parent / (checkpoint.stem + "-tokenizer")
     tokenizer = build_tokenizer(tok_dir)
     model = build_clip_model(s, tokenizer, seed=s.init_seed)
-    opt = _optimizer(model, s)
+    trainee = ClipTrainee(model, aux=s.aux_weight > 0, seed=s.init_seed + 1)
+    opt = _optimizer(trainee, s)
     step, examples, seconds_before = 0, 0, 0.0
     if checkpoint.exists() and not resume:
         raise FileExistsError(f"{checkpoint} exists; continue it with --resume, or choose another checkpoint path")
     if checkpoint.exists():
-        rec, _ = load_training_checkpoint(checkpoint, model, opt)
+        rec, _ = load_training_checkpoint(checkpoint, trainee, opt)
         old = rec.get("settings", {})
         bad = [k for k in s._MUST_MATCH if old.get(k) != getattr(s, k)]
         if bad:
@@ -382,23 +445,24 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
         rec = {"kind": "toy-clip", "step": step, "examples": examples,
                "seconds": seconds_before + time.perf_counter() - clock.t_start, "settings": s.to_dict(),
                "tokenizer_dir": str(tok_dir), "finished": step >= s.steps}
-        save_training_checkpoint(checkpoint, model, opt, rec)
+        save_training_checkpoint(checkpoint, trainee, opt, rec)
 
-    data: Any = ClipPairs(s.seed, s.batch_size, s.twin_share, s.supersample, start=step, stop=s.steps)
+    data: Any = ClipPairs(s.seed, s.batch_size, s.twin_share, s.supersample, start=step, stop=s.steps,
+                          hard_factor_weight=s.hard_factor_weight)
     if s.workers > 0:
         from torch.utils.data import DataLoader
 
         data = DataLoader(data, batch_size=None, num_workers=s.workers, prefetch_factor=4)
     last = float("nan")
     if step < s.steps:
-        for images, texts in data:
+        for images, texts, labels in data:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s.steps, s.lr, s.warmup)
             with autocast(s.precision):
-                loss = clip_loss(model, tokenizer, images, texts, s.max_length)
+                loss = clip_loss(model, tokenizer, images, texts, s.max_length, labels, trainee.aux, s.aux_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainee.parameters(), 1.0)
             opt.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, float(np.log(100.0)))
