@@ -195,10 +195,10 @@ def _tiny_clip(tok_dir):
 
 
 def test_clip_batch_is_deterministic_with_twins():
-    x1, t1, y1 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
-    x2, t2, y2 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
-    assert x1.shape == (8, 3, 64, 64) and len(t1) == 8 and y1.shape == (8, 14)
-    assert torch.equal(x1, x2) and t1 == t2 and torch.equal(y1, y2)
+    x1, t1, y1, m1 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
+    x2, t2, y2, m2 = clip_batch(0, 3, 8, twin_share=0.5, supersample=1)
+    assert x1.shape == (8, 3, 64, 64) and len(t1) == 8 and y1.shape == (8, 14) and m1.shape == (8, 14)
+    assert torch.equal(x1, x2) and t1 == t2 and torch.equal(y1, y2) and torch.equal(m1, m2)
     assert t1[0] != t1[1]  # a face and its one-factor twin get different captions
     # the labels are the rendered faces' own factors: a twin differs from its face in exactly one
     from hspace.toyworld.faces import factors_for, factors_to_vector
@@ -209,7 +209,30 @@ def test_clip_batch_is_deterministic_with_twins():
     from hspace.toyworld.faces import vector_names
 
     cols = [vector_names().index(n) for n in names]
-    assert int((y1[0, cols] != y1[1, cols]).sum()) == 1
+    changed = (y1[0, cols] != y1[1, cols]).nonzero().flatten().tolist()
+    assert len(changed) == 1
+    # both twin captions state the changed factor; pose is never stated
+    assert bool(m1[0, cols[changed[0]]]) and bool(m1[1, cols[changed[0]]])
+    assert not m1[:, [vector_names().index(n) for n in ("dx", "dy", "scale", "tilt")]].any()
+
+
+def test_factor_loss_counts_only_stated_factors():
+    from hspace.toyworld.clip_train import FactorHeads, factor_loss
+
+    _, _, y, m = clip_batch(0, 1, 8, twin_share=0.5, supersample=1)
+    heads = FactorHeads(16)
+    out = heads(torch.nn.functional.normalize(torch.randn(8, 16), dim=-1))
+    full = factor_loss(out, y, torch.ones_like(m))
+    none = factor_loss(out, y, torch.zeros_like(m))
+    part = factor_loss(out, y, m)
+    assert float(none) == 0.0 and 0 < float(part) < float(full)
+    # changing a label the mask hides does not change the loss
+    y2 = y.clone()
+    hidden = (~m).nonzero()
+    if len(hidden):
+        i, j = hidden[0].tolist()
+        y2[i, j] = 1 - y2[i, j] if y2[i, j] in (0, 1) else y2[i, j]
+        assert torch.equal(factor_loss(out, y2, m), part)
 
 
 def test_hard_factor_weight_draws_more_hard_twins():
@@ -223,14 +246,14 @@ def test_hard_factor_weight_draws_more_hard_twins():
 
 def test_tiny_clip_loss_decreases(tok_dir):
     model, tok = _tiny_clip(tok_dir)
-    x, texts, labels = clip_batch(0, 0, 8, twin_share=0.5, supersample=1)
+    x, texts, labels, stated = clip_batch(0, 0, 8, twin_share=0.5, supersample=1)
     from hspace.toyworld.clip_train import ClipTrainee
 
     trainee = ClipTrainee(model, aux=True)
     opt = torch.optim.AdamW(trainee.parameters(), lr=3e-3)
     losses = []
     for _ in range(12):
-        loss = clip_loss(model, tok, x, texts, labels=labels, aux=trainee.aux, aux_weight=0.5)
+        loss = clip_loss(model, tok, x, texts, labels=labels, stated=stated, aux=trainee.aux, aux_weight=0.5)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -18,12 +18,13 @@ sits behind the same :class:`~hspace.encoders.TransformersCLIP` interface as Ope
   (:func:`~hspace.toyworld.faces.with_factor`), both captioned with wording that mentions that
   factor: hard negatives that teach the exact distinctions the zero-shot test asks for.
 * Loss: CLIP's symmetric InfoNCE with the learnable temperature (``logit_scale``, clamped to 100),
-  plus ``aux_weight`` x an auxiliary factor loss: small linear heads on the image embedding predict
-  each face's known factors (the probe's loss). Contrastive loss alone left the first run blind
+  plus ``aux_weight`` x an auxiliary factor loss: small linear heads, shared by both towers, read
+  each face's known factors from its image embedding and the factors its caption states from the
+  text embedding (the probe's loss). Contrastive loss alone left the first run blind
   to the two subtle factors (smile and face shape at chance after 3000 steps: the captions never
   forced the vision tower to look at a 3-pixel mouth curve before the easy factors were learned);
-  the heads make the image embedding carry every factor early, and the contrastive loss then
-  aligns the words with it. The heads are dropped at export: the shipped model is a plain
+  the shared heads make both embeddings carry every factor on the same axes early, and the
+  contrastive loss refines the alignment. The heads are dropped at export: the shipped model is a plain
   ``CLIPModel``. Twins of the hard factors are drawn ``hard_factor_weight`` times as often.
 * Evaluation (:func:`evaluate_zero_shot`): for held-out faces, choose among captions that differ
   in ONE factor; per-factor accuracy, for short captions ("a face with red hair" vs "a face
@@ -47,7 +48,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .captions import caption_with_mentions, describe
-from .faces import FACTORS, FaceFactors, factors_for, factors_to_vector, item_rng, render_array, with_factor
+from .faces import FACTOR_NAMES, FACTORS, FaceFactors, factors_for, factors_to_vector, item_rng, render_array, with_factor
 from .loop import StepClock
 from .probe import (EVAL_SEED, MODELS_DIR, ModelNotTrainedError, autocast, load_training_checkpoint, lr_at,
                     save_training_checkpoint, write_json_atomic)
@@ -279,12 +280,21 @@ def _flip(f: FaceFactors, factor: str, rng: np.random.Generator) -> FaceFactors:
     return with_factor(f, **{factor: values[int(rng.integers(len(values)))]})
 
 
-def _caption_mentioning(f: FaceFactors, mention: str, rng: np.random.Generator) -> str:
+def _caption_mentioning(f: FaceFactors, mention: str, rng: np.random.Generator) -> tuple[str, set[str]]:
     for _ in range(30):
         text, mentioned = caption_with_mentions(f, rng)
         if mention in mentioned:
-            return text
-    return _short_caption(f, mention)
+            return text, mentioned
+    return _short_caption(f, mention), {mention}
+
+
+_FACTOR_OF_MENTION = {m: f for f, m in _MENTIONS.items()}
+
+
+def _mention_mask(mentioned: set[str]) -> np.ndarray:
+    """Which entries of the label vector (:data:`~hspace.toyworld.faces.FACTOR_NAMES`) a caption states."""
+    named = {_FACTOR_OF_MENTION[m] for m in mentioned}
+    return np.array([n in named for n in FACTOR_NAMES])
 
 
 def _twin_factor_probs(hard_factor_weight: float) -> np.ndarray:
@@ -293,10 +303,11 @@ def _twin_factor_probs(hard_factor_weight: float) -> np.ndarray:
 
 
 def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, supersample: int = 3,
-               hard_factor_weight: float = 1.0) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+               hard_factor_weight: float = 1.0) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
     """Batch ``batch`` of the pair stream of ``seed`` (a pure function): images ``[B, 3, 64, 64]``
-    in [-1, 1], one caption per image and the factor label vectors ``[B, 14]``
-    (:func:`~hspace.toyworld.faces.factors_to_vector`). The first ``round(B * twin_share / 2)``
+    in [-1, 1], one caption per image, the factor label vectors ``[B, 14]``
+    (:func:`~hspace.toyworld.faces.factors_to_vector`) and which of those factors each caption
+    states (bool ``[B, 14]``). The first ``round(B * twin_share / 2)``
     items are faces whose twin (the same face with one factor changed; :data:`HARD_FACTORS`
     ``hard_factor_weight`` times as likely as the others) follows right after them; both captions
     mention that factor. 10 % of single faces get their full description."""
@@ -306,6 +317,7 @@ def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, 
     n_pairs = int(round(batch_size * twin_share / 2))
     faces: list[FaceFactors] = []
     texts: list[str] = []
+    mentions: list[set[str]] = []
     base = batch * batch_size
     for j in range(n_pairs):
         idx = base + j
@@ -314,16 +326,25 @@ def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, 
         factor = ZERO_SHOT_FACTORS[int(rng.choice(len(ZERO_SHOT_FACTORS), p=probs))]
         g = _flip(f, factor, rng)
         faces += [f, g]
-        texts += [_caption_mentioning(f, _MENTIONS[factor], rng), _caption_mentioning(g, _MENTIONS[factor], rng)]
+        for face in (f, g):
+            text, mentioned = _caption_mentioning(face, _MENTIONS[factor], rng)
+            texts.append(text)
+            mentions.append(mentioned)
     for j in range(2 * n_pairs, batch_size):
         idx = base + j
         f = factors_for(seed, idx)
         rng = item_rng(seed, idx, 1)
         faces.append(f)
-        texts.append(describe(f) if rng.random() < 0.1 else caption_with_mentions(f, rng)[0])
+        if rng.random() < 0.1:
+            text, mentioned = describe(f), set(_MENTIONS.values())
+        else:
+            text, mentioned = caption_with_mentions(f, rng)
+        texts.append(text)
+        mentions.append(mentioned)
     x = torch.stack([image_to_tensor(render_array(f, 64, supersample)) for f in faces])
     labels = torch.from_numpy(np.stack([factors_to_vector(f) for f in faces])).float()
-    return x, texts, labels
+    stated = torch.from_numpy(np.stack([_mention_mask(m) for m in mentions]))
+    return x, texts, labels, stated
 
 
 class ClipPairs(IterableDataset):
@@ -335,7 +356,7 @@ class ClipPairs(IterableDataset):
         self.seed, self.batch_size, self.twin_share, self.supersample = seed, batch_size, twin_share, supersample
         self.start, self.stop, self.hard_factor_weight = start, stop, hard_factor_weight
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         k, n = (0, 1) if info is None else (info.id, info.num_workers)
         b = self.start + k
@@ -382,12 +403,38 @@ class ClipTrainee(torch.nn.Module):
                 self.aux = FactorHeads(int(clip.config.projection_dim))
 
 
+def factor_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The probe's per-factor loss (BCE, cross-entropy, ``REGRESSION_WEIGHT`` x MSE) averaged over
+    the items where ``mask[:, factor]`` is true, summed over factors."""
+    import torch.nn.functional as F
+
+    from .probe import BINARY, CATEGORICAL, REGRESSION_WEIGHT, targets_from_labels
+
+    t = targets_from_labels(labels)
+    total = labels.new_zeros(())
+    for i, n in enumerate(FACTOR_NAMES):
+        m = mask[:, i].to(labels.dtype)
+        if not bool(m.any()):
+            continue
+        y = outputs[n].float()
+        if n in BINARY:
+            per = F.binary_cross_entropy_with_logits(y, t[n], reduction="none")
+        elif n in CATEGORICAL:
+            per = F.cross_entropy(y, t[n], reduction="none")
+        else:
+            per = REGRESSION_WEIGHT * (y - t[n]) ** 2
+        total = total + (per * m).sum() / m.sum()
+    return total
+
+
 def clip_loss(model, tokenizer, images: torch.Tensor, texts: list[str], max_length: int = MAX_LENGTH,
-              labels: Optional[torch.Tensor] = None, aux: Optional[FactorHeads] = None,
-              aux_weight: float = 0.0) -> torch.Tensor:
+              labels: Optional[torch.Tensor] = None, stated: Optional[torch.Tensor] = None,
+              aux: Optional[FactorHeads] = None, aux_weight: float = 0.0) -> torch.Tensor:
     """Symmetric InfoNCE with the model's learnable temperature (CLIP's own ``return_loss``), plus
-    ``aux_weight`` x the factor loss of ``aux`` on the image embeddings when ``labels`` are given.
-    Images are preprocessed exactly as :class:`~hspace.encoders.TransformersCLIP` does."""
+    ``aux_weight`` x the factor loss of the SHARED heads ``aux`` on the image embeddings (every
+    factor) and on the text embeddings (the factors each caption states, ``stated``): one linear
+    read-out for both towers puts each factor on the same axis in both, which is what zero-shot
+    choice needs. Images are preprocessed exactly as :class:`~hspace.encoders.TransformersCLIP` does."""
     from ..encoders import preprocess_for_clip
 
     tok = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
@@ -396,9 +443,10 @@ def clip_loss(model, tokenizer, images: torch.Tensor, texts: list[str], max_leng
                 return_loss=True)
     if aux is None or labels is None or aux_weight == 0:
         return out.loss
-    from .probe import probe_loss
-
-    return out.loss + aux_weight * probe_loss(aux(out.image_embeds.float()), labels)
+    loss = factor_loss(aux(out.image_embeds.float()), labels, torch.ones_like(labels, dtype=torch.bool))
+    if stated is not None:
+        loss = loss + factor_loss(aux(out.text_embeds.float()), labels, stated)
+    return out.loss + aux_weight * loss
 
 
 def _optimizer(model, s: ClipSettings) -> torch.optim.Optimizer:
@@ -455,11 +503,12 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
         data = DataLoader(data, batch_size=None, num_workers=s.workers, prefetch_factor=4)
     last = float("nan")
     if step < s.steps:
-        for images, texts, labels in data:
+        for images, texts, labels, stated in data:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s.steps, s.lr, s.warmup)
             with autocast(s.precision):
-                loss = clip_loss(model, tokenizer, images, texts, s.max_length, labels, trainee.aux, s.aux_weight)
+                loss = clip_loss(model, tokenizer, images, texts, s.max_length, labels, stated, trainee.aux,
+                                 s.aux_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainee.parameters(), 1.0)
