@@ -5,6 +5,7 @@ stays cheap)::
 
     from hspace import load_backbone, Editor, EditConfig, Trainer, TrainConfig
     from hspace import load_direction, save_direction, load_encoder, make_clip_objective
+    from hspace import evaluate_edit, evaluate_toy_edit, directional_similarity, frechet_distance
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ _EXPORTS = {
     "generate": "hspace.sampler",
     "Phases": "hspace.sampler",
     "choose_interval": "hspace.interval",
+    "evaluate_edit": "hspace.evaluation",
+    "evaluate_toy_edit": "hspace.evaluation",
+    "pixel_metrics": "hspace.evaluation",
+    "directional_similarity": "hspace.evaluation",
+    "clip_score": "hspace.evaluation",
+    "frechet_distance": "hspace.evaluation",
+    "kernel_inception_distance": "hspace.evaluation",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -568,22 +568,12 @@ def load_probe(folder: str | Path = PROBE_DIR, device: torch.device | str = "cpu
 
 def frechet_distance(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two feature sets ``[N, D]`` and ``[M, D]``:
-    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` (float64, via the symmetric form
-    ``(S_a^(1/2) S_b S_a^(1/2))^(1/2)``, which is stable)."""
-    a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
-    b = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
-        raise ValueError(f"need two feature sets [N, D], [M, D] with N, M >= 2; got {a.shape}, {b.shape}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``. The one implementation is
+    :func:`hspace.evaluation.realism.frechet_distance` (torchmetrics, float64); this name stays for
+    existing callers."""
+    from ..evaluation.realism import frechet_distance as _frechet_distance
 
-    def sqrtm_psd(m: np.ndarray) -> np.ndarray:
-        w, v = np.linalg.eigh((m + m.T) / 2)
-        return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-    r = sqrtm_psd(s_a)
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh((r @ s_b @ r + (r @ s_b @ r).T) / 2), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross)
+    return _frechet_distance(a, b)
 
 
 @torch.no_grad()
