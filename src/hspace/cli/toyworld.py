@@ -43,6 +43,8 @@ toyworld_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
+    from . import toyworld_build  # noqa: F401  (adds train-directions and check to toyworld_app)
+
     app.add_typer(toyworld_app, name="toyworld", help=HELP,
                   short_help="Offline toy world: cartoon faces with known attributes.")
 

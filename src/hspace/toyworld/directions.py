@@ -1,0 +1,133 @@
+"""The shipped toy-world directions: trained from text with the small CLIP on ``toy-faces``.
+
+Each direction is the paper's implicit ``f_t`` trained with the CLIP directional loss + L1
+(:class:`hspace.trainer.Trainer`, unchanged), from a source text to a target text, on faces
+from a training seed that the evaluation never uses. The recipe (:class:`DirectionRecipe`) and
+the texts (:data:`TOY_DIRECTIONS`) are everything that determines a shipped file; the files
+land in :data:`DIRECTIONS_DIR` (``src/hspace/data/directions/toy-faces/<name>.safetensors``)
+and load by name: :func:`shipped_direction_path` (``hspace edit --direction smiling:1``).
+
+Evaluation (:func:`evaluate_direction`): 100 held-out faces are inverted, edited at strength 1
+and judged by the attribute probe (:func:`hspace.evaluation.factors.evaluate_toy_edit`):
+target success and preservation of every other factor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .faces import factors_for, render_array
+
+__all__ = [
+    "DIRECTIONS_DIR",
+    "TRAIN_SEED",
+    "ToyDirection",
+    "TOY_DIRECTIONS",
+    "DirectionRecipe",
+    "face_images",
+    "shipped_direction_path",
+    "train_direction",
+    "evaluate_direction",
+]
+
+DIRECTIONS_DIR = Path(__file__).resolve().parents[1] / "data" / "directions" / "toy-faces"
+TRAIN_SEED = 2  # faces the shipped directions train on (the probe trains on 0, evaluations use EVAL_SEED)
+TRAIN_COMMAND = "hspace toyworld train-directions"
+
+
+@dataclass(frozen=True)
+class ToyDirection:
+    """One shipped direction: its texts and the factor target it is judged on
+    (a key of :data:`hspace.evaluation.factors.TOY_TARGETS`)."""
+
+    name: str
+    source: str
+    target: str
+    judged_as: str
+
+
+TOY_DIRECTIONS: dict[str, ToyDirection] = {d.name: d for d in (
+    ToyDirection("smiling", "a face", "a smiling face", "smiling"),
+    ToyDirection("glasses", "a face", "a face with glasses", "glasses"),
+    ToyDirection("blond", "a face", "a face with blond hair", "blond"),
+    ToyDirection("eyes_closed", "a face", "a face, eyes closed", "eyes_closed"),
+    ToyDirection("hat", "a face", "a face with a hat", "hat"),
+)}
+
+
+@dataclass
+class DirectionRecipe:
+    """Everything that determines a shipped direction besides its texts."""
+
+    n_images: int = 20
+    data_seed: int = TRAIN_SEED
+    t_edit: int = 500
+    n_steps: int = 40
+    n_inv_steps: int = 40
+    lr: float = 0.5
+    epochs: int = 1
+    batch_size: int = 1
+    w_clip: float = 1.0
+    w_l1: float = 3.0
+    precision: str = "bf16"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def face_images(seed: int, n: int, start: int = 0, supersample: int = 4) -> torch.Tensor:
+    """Faces ``start .. start + n - 1`` of dataset ``seed`` as ``[n, 3, 64, 64]`` in [-1, 1]."""
+    from .dataset import image_to_tensor
+
+    return torch.stack([image_to_tensor(render_array(factors_for(seed, start + i), 64, supersample)) for i in range(n)])
+
+
+def shipped_direction_path(name: str) -> Optional[Path]:
+    """The shipped file of direction ``name`` (``smiling``, ``glasses``, ...) or None."""
+    path = DIRECTIONS_DIR / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
+def train_direction(backbone, encoder, spec: ToyDirection, recipe: DirectionRecipe, latents: torch.Tensor,
+                    images: torch.Tensor, checkpoint: Optional[Path] = None, progress: bool = True):
+    """Train ``spec`` on already inverted faces; returns the trainer's output (``.direction``,
+    ``.losses``, ``.steps``). ``latents`` come from :meth:`hspace.editor.Editor.invert` with
+    ``recipe.n_inv_steps``."""
+    from ..objectives import make_clip_objective
+    from ..trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig(t_edit=recipe.t_edit, n_train_steps=recipe.n_steps, n_inv_steps=recipe.n_inv_steps,
+                      direction_kind="implicit-ddpm", lr=recipe.lr, epochs=recipe.epochs,
+                      batch_size=recipe.batch_size, precision=recipe.precision, seed=recipe.seed,
+                      source_text=spec.source, target_text=spec.target, progress=progress)
+    objective = make_clip_objective(encoder, spec.source, spec.target, w_clip=recipe.w_clip, w_l1=recipe.w_l1)
+    trainer = Trainer(backbone, objective, cfg)
+    return trainer.train(trainer.data_from_latents(latents, images), checkpoint=checkpoint)
+
+
+def evaluate_direction(editor, probe, direction, latents: torch.Tensor, sources: torch.Tensor, judged_as: str,
+                       strength: float = 1.0) -> dict[str, Any]:
+    """Edit inverted held-out faces at ``strength`` and judge them with the probe
+    (:func:`~hspace.evaluation.factors.evaluate_toy_edit`; a negative strength reverses the target).
+    Adds ``success_rate``, ``worst_factor``, ``min_preserved`` and ``passed`` to its report."""
+    from ..evaluation.factors import evaluate_toy_edit
+
+    t0 = time.perf_counter()
+    out = editor.edit(latents, [(direction, strength)])
+    report = evaluate_toy_edit(probe, sources, out.images.clamp(-1, 1), judged_as, strength)
+    report["strength"] = strength
+    report["success_rate"] = report["success"]["rate"]
+    kept = {f: p["rate"] for f, p in report["preservation"].items()}
+    report["worst_factor"] = min(kept, key=kept.get)
+    report["min_preserved"] = kept[report["worst_factor"]]
+    report["passed"] = bool(report["passes"])
+    report["edit_seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+

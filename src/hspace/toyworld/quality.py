@@ -1,0 +1,181 @@
+"""The built-in world's quality bars, measured (``hspace toyworld check``).
+
+Each check is a function that returns a plain dict with its numbers, its bar and ``passed``:
+
+* :func:`check_probe`: held-out accuracy per binary factor and hair colour (>= 98 %), smile R^2 (>= 0.95);
+* :func:`check_base_model`: >= 90 % of samples (50 DDIM steps) judged *valid faces* by the probe
+  (:class:`FaceValidity`: re-rendering its reading of the sample reproduces the sample), probe FID of samples vs held-out faces next to probe FID
+  between two held-out sets;
+* :func:`check_inversion`: DDIM inversion then reconstruction of held-out faces, PSNR at 40, 100
+  and 1000 steps (bar: >= 30 dB at 100);
+* :func:`check_clip`: zero-shot choice among captions differing in one factor (>= 90 % each);
+* :func:`check_directions`: each shipped direction at strength 1 on held-out faces: the target
+  changes on >= 90 % and every other factor keeps its value on >= 90 %.
+
+Held-out faces always come from :data:`~hspace.toyworld.probe.EVAL_SEED` (the probe trains on
+seed 0, the diffusion model on its data seed, the directions on
+:data:`~hspace.toyworld.directions.TRAIN_SEED`); the second real set for the reference FID is
+the next block of the same seed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from .probe import EVAL_SEED, AttributeProbe, evaluate_probe, probe_fid, render_eval_set
+
+__all__ = ["VALID_ERROR_FACTOR", "VALID_CALIBRATION_QUANTILE", "FaceValidity", "valid_faces", "check_probe", "check_base_model",
+           "check_inversion", "check_clip", "check_directions"]
+
+#: A sample is a *valid face* when re-rendering the probe's reading of it reproduces it: mean
+#: |render(probe(x)) - x| (on [-1, 1]) at most this many times the same error's 99th percentile
+#: on held-out real faces. Measured with the shipped probe (200 held-out faces): real faces
+#: 0.014 median, 0.033 at the 99th percentile; a 5-pixel blur 0.08-0.13, Gaussian noise of std
+#: 0.1 0.08-0.10, a flat grey image 0.35, uniform noise 0.6. (The probe's heads alone are no
+#: judge: trained only on faces, they read a flat grey image as a confident face.)
+VALID_ERROR_FACTOR = 2.0
+VALID_CALIBRATION_QUANTILE = 0.99
+
+Log = Callable[[str], None]
+
+
+class FaceValidity:
+    """The probe's judgement "this is a valid toy face", by analysis through synthesis: the probe
+    reads every factor (pose included), the generator renders that reading, and the image must
+    match its rendering as closely as real faces match theirs (:data:`VALID_ERROR_FACTOR` x the
+    :data:`VALID_CALIBRATION_QUANTILE` quantile of the error on ``n`` held-out faces from the block
+    of :data:`EVAL_SEED` at 10 000, which the checks never use)."""
+
+    def __init__(self, probe: AttributeProbe, n: int = 200):
+        from .directions import face_images
+
+        self.probe = probe.eval()
+        calib = self.errors(face_images(EVAL_SEED, n, start=10_000))
+        self.threshold = VALID_ERROR_FACTOR * float(torch.quantile(calib, VALID_CALIBRATION_QUANTILE))
+
+    @torch.no_grad()
+    def errors(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N]`` mean absolute difference between each image and the rendering of its probe reading."""
+        from .dataset import image_to_tensor
+        from .faces import FaceFactors, render_array
+
+        out = []
+        for i in range(0, len(images), 256):
+            x = images[i:i + 256].float().clamp(-1, 1)
+            rendered = torch.stack([image_to_tensor(render_array(FaceFactors(**f), x.shape[-1], 4))
+                                    for f in self.probe.predict_factors(x)])
+            out.append((rendered - x).abs().flatten(1).mean(1))
+        return torch.cat(out)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Bool ``[N]`` for images ``[N, 3, 64, 64]`` in [-1, 1]."""
+        return self.errors(images) <= self.threshold
+
+
+def valid_faces(probe: AttributeProbe, images: torch.Tensor, validity: Optional[FaceValidity] = None) -> torch.Tensor:
+    """Bool ``[N]``: the probe judges each image a valid toy face (see :class:`FaceValidity`)."""
+    return (validity or FaceValidity(probe))(images)
+
+
+def check_probe(probe: AttributeProbe, n: int = 2000) -> dict[str, Any]:
+    """The probe's bars on ``n`` held-out faces (see :data:`~hspace.toyworld.probe.PROBE_BARS`)."""
+    ev = evaluate_probe(probe, n=n)
+    return {"n": ev["n"], "bars": ev["bars"], "factors": ev["factors"], "passed": ev["passed"]}
+
+
+def _editor(backbone, n_steps: int, n_inv_steps: int, batch_size: int = 50, progress: bool = True):
+    from ..editor import EditConfig, Editor
+
+    return Editor(backbone, EditConfig(n_inv_steps=n_inv_steps, n_steps=n_steps, cache_latents=False,
+                                       batch_size=batch_size, progress=progress))
+
+
+def check_base_model(backbone, probe: AttributeProbe, n: int = 200, steps: int = 50, seed: int = 0,
+                     progress: bool = True) -> dict[str, Any]:
+    """Sample ``n`` faces from seeded noise with ``steps`` DDIM steps; share judged valid, probe FID."""
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    s = backbone.image_size
+    noise = torch.randn(n, 3, s, s, generator=g)
+    samples = _editor(backbone, steps, steps, progress=progress).reconstruct(noise).clamp(-1, 1)
+    real_a, _ = render_eval_set(n, EVAL_SEED)
+    real_b = _second_real_set(n)
+    validity = FaceValidity(probe)
+    errors = validity.errors(samples)
+    rate = float((errors <= validity.threshold).float().mean())
+    return {
+        "n": n, "ddim_steps": steps, "seed": seed,
+        "valid_rate": rate, "valid_rate_real": float(validity(real_a).float().mean()),
+        "render_error_median": float(errors.median()), "render_error_threshold": validity.threshold,
+        "bar": 0.9, "passed": rate >= 0.9,
+        "probe_fid_samples_vs_real": probe_fid(probe, samples, real_a),
+        "probe_fid_real_vs_real": probe_fid(probe, real_a, real_b),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "samples": samples,  # for a contact sheet; dropped from the JSON by the caller
+    }
+
+
+def _second_real_set(n: int) -> torch.Tensor:
+    from .directions import face_images
+
+    return face_images(EVAL_SEED, n, start=n)
+
+
+def check_inversion(backbone, n: int = 16, steps: Sequence[int] = (40, 100, 1000), progress: bool = True
+                    ) -> dict[str, Any]:
+    """Invert then reconstruct ``n`` held-out faces with the same number of DDIM steps each way."""
+    from ..metrics import psnr
+
+    real, _ = render_eval_set(n, EVAL_SEED)
+    out: dict[str, Any] = {"n": n, "bar": {"steps": 100, "psnr_db": 30.0}, "psnr_db": {}, "seconds": {}}
+    for k in steps:
+        t0 = time.perf_counter()
+        ed = _editor(backbone, k, k, batch_size=n, progress=progress)
+        recon = ed.reconstruct(ed.invert(real))
+        p = psnr(recon, real)
+        out["psnr_db"][str(k)] = {"mean": float(p.mean()), "min": float(p.min())}
+        out["seconds"][str(k)] = round(time.perf_counter() - t0, 1)
+    if "100" in out["psnr_db"]:
+        out["passed"] = out["psnr_db"]["100"]["mean"] >= 30.0
+    return out
+
+
+def check_clip(encoder, n: int = 300) -> dict[str, Any]:
+    """Zero-shot accuracy per factor (short and full captions); bar 90 % for each."""
+    from .clip_train import evaluate_zero_shot
+
+    return evaluate_zero_shot(encoder, n=n)
+
+
+def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[str]] = None, n: int = 100,
+                     strength: float = 1.0, precision: str = "fp32", progress: bool = True,
+                     log: Log = print) -> dict[str, Any]:
+    """Each shipped direction (or ``names``) at ``strength`` on ``n`` held-out faces."""
+    from ..directions import load_direction
+    from .directions import DIRECTIONS_DIR, TOY_DIRECTIONS, evaluate_direction, shipped_direction_path
+
+    names = list(names) if names else [k for k in TOY_DIRECTIONS if shipped_direction_path(k)]
+    if not names:
+        return {"directions": {}, "passed": False, "note": f"no shipped directions in {DIRECTIONS_DIR}"}
+    real, _ = render_eval_set(n, EVAL_SEED)
+    from ..editor import EditConfig, Editor
+
+    editor = Editor(backbone, EditConfig(n_inv_steps=40, n_steps=40, batch_size=25, precision=precision,
+                                         cache_latents=False, progress=progress))
+    latents = editor.invert(real)
+    results: dict[str, Any] = {}
+    for name in names:
+        path = shipped_direction_path(name)
+        if path is None:
+            results[name] = {"passed": False, "note": f"not shipped ({DIRECTIONS_DIR / (name + '.safetensors')})"}
+            continue
+        rep = evaluate_direction(editor, probe, load_direction(path, backbone), latents, real,
+                                 TOY_DIRECTIONS[name].judged_as, strength)
+        results[name] = rep
+        log(f"{name}: success {rep['success_rate'] or 0:.2f}, worst preserved {rep['min_preserved']:.2f} "
+            f"({'ok' if rep['passed'] else 'BELOW BAR'})")
+    return {"n": n, "strength": strength, "directions": results,
+            "passed": all(r.get("passed", False) for r in results.values())}

@@ -1,0 +1,106 @@
+"""The built-in world's quality checks and the shipped-direction tooling (on tiny models and the shipped probe)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
+from hspace.cli.main import app
+from hspace.directions import GlobalDirection
+from hspace.editor import EditConfig, Editor
+from hspace.toyworld.directions import TOY_DIRECTIONS, face_images
+from hspace.toyworld.probe import PROBE_DIR, load_probe
+from hspace.toyworld.quality import check_inversion, valid_faces
+
+from conftest import TameBackbone, make_tiny_unet
+
+needs_probe = pytest.mark.skipif(not (PROBE_DIR / "model.safetensors").is_file(), reason="toy probe not shipped")
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return load_probe()
+
+
+@needs_probe
+def test_valid_faces_accepts_faces_and_rejects_non_faces(probe):
+    from hspace.toyworld.quality import FaceValidity
+
+    validity = FaceValidity(probe, n=100)
+    faces = face_images(1_000_003, 32)
+    assert validity(faces).float().mean() >= 0.95
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(8, 3, 64, 64, generator=g) * 2 - 1
+    flat = torch.zeros(4, 3, 64, 64)  # the heads alone call this a confident face
+    blurred = torch.nn.functional.avg_pool2d(faces[:8], 5, stride=1, padding=2)
+    assert not bool(validity(noise).any()) and not bool(validity(flat).any())
+    assert not bool(validity(blurred).any())
+    assert torch.equal(valid_faces(probe, faces[:4], validity), validity(faces[:4]))
+
+
+def _tame64() -> TameBackbone:
+    cfg = dict(sample_size=64)
+    return TameBackbone(make_tiny_unet(**cfg))
+
+
+@needs_probe
+def test_null_direction_changes_no_factor(probe):
+    """A zero dh must leave every face as its own reconstruction: no target change, all kept."""
+    from hspace.toyworld.directions import evaluate_direction
+
+    backbone = _tame64()
+    faces = face_images(1_000_003, 4)
+    editor = Editor(backbone, EditConfig(n_inv_steps=4, n_steps=4, t_edit=500, cache_latents=False, progress=False))
+    latents = editor.invert(faces)
+    recon = editor.reconstruct(latents)
+    zero = GlobalDirection.for_backbone(backbone, torch.zeros(backbone.h_shape), t_edit=500)
+    rep = evaluate_direction(editor, probe, zero, latents, recon, "glasses")
+    assert rep["n"] == 4 and rep["min_preserved"] == 1.0
+    assert rep["success_rate"] in (0.0, None)  # None only when every face already wears glasses
+    assert rep["passed"] is False
+
+
+def test_check_inversion_reports_each_step_count():
+    backbone = DiffusersUNetBackbone(make_tiny_unet(sample_size=64), backbone_id="test/tiny64")
+    out = check_inversion(backbone, n=2, steps=(3, 6), progress=False)
+    assert set(out["psnr_db"]) == {"3", "6"} and "passed" not in out  # no 100-step entry: no verdict
+    for v in out["psnr_db"].values():
+        assert v["min"] <= v["mean"]
+
+
+def test_toy_direction_texts_and_targets_are_consistent():
+    from hspace.evaluation.factors import TOY_TARGETS
+
+    for name, spec in TOY_DIRECTIONS.items():
+        assert spec.name == name and spec.judged_as in TOY_TARGETS
+        assert spec.source != spec.target
+
+
+def test_check_rejects_unknown_check(tmp_path):
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "nonsense", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "unknown check" in res.output
+
+
+def test_train_directions_rejects_unknown_name_and_existing_files(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["toyworld", "train-directions", "--only", "moustache", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown direction" in res.output
+    (tmp_path / "glasses.safetensors").write_bytes(b"keep me")
+    res = runner.invoke(app, ["toyworld", "train-directions", "--only", "glasses", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (tmp_path / "glasses.safetensors").read_bytes() == b"keep me"
+
+
+@needs_probe
+def test_check_probe_quick_writes_json_and_table(tmp_path):
+    import json
+
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "probe", "--quick", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "q" / "quality.json").read_text())
+    bars = data["results"]["probe"]["bars"]
+    assert set(bars) >= {"glasses", "hair_color", "smile"} and all(b["passed"] for b in bars.values())
+    table = (tmp_path / "q" / "quality.md").read_text()
+    assert table.count("| probe |") == len(bars)
