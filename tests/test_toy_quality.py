@@ -104,3 +104,35 @@ def test_check_probe_quick_writes_json_and_table(tmp_path):
     assert set(bars) >= {"glasses", "hair_color", "smile"} and all(b["passed"] for b in bars.values())
     table = (tmp_path / "q" / "quality.md").read_text()
     assert table.count("| probe |") == len(bars)
+
+
+@needs_probe
+def test_toy_demo_runs_and_measures_every_edit(probe, tmp_path, monkeypatch):
+    """The demo's pipeline on a tiny 64 px U-Net and the random tiny CLIP (numbers meaningless,
+    structure and bookkeeping checked), with one shipped direction replaced by a file of ours."""
+    from hspace.directions import save_direction
+    from hspace.encoders import TINY_CLIP_NAME, load_encoder
+    from hspace.toyworld import demo as demo_mod
+    from hspace.toyworld import directions as dir_mod
+
+    backbone = _tame64()
+    smile = GlobalDirection.for_backbone(backbone, 0.5 * torch.randn(backbone.h_shape), t_edit=500,
+                                         source_text="a face", target_text="a smiling face")
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    save_direction(smile, shipped / "smiling.safetensors")
+    monkeypatch.setattr(dir_mod, "DIRECTIONS_DIR", shipped)
+    settings = demo_mod.DemoSettings(n_images=2, steps=4, strengths=(-1.0, 0.0, 1.0), shipped=("smiling", "glasses"),
+                                     compose=("smiling", "glasses"), n_real=8, precision="fp32")
+    lines: list[str] = []
+    res = demo_mod.run_toy_demo(backbone, load_encoder(TINY_CLIP_NAME), probe, settings, progress=False,
+                                log=lines.append)
+    assert set(res.edits) == {"beard", "smiling"}  # glasses is not shipped here: skipped, and said so
+    assert any("glasses" in line and "missing" in line for line in lines)
+    for batches in res.edits.values():
+        assert len(batches) == 3 and all(b.shape == (2, 3, 64, 64) for b in batches)
+    m = res.metrics["directions"]["smiling"]["strengths"]
+    assert [r["strength"] for r in m] == [-1.0, 0.0, 1.0]
+    assert "success_rate" not in m[1] and "preservation" in m[2] and "smile" not in m[2]["preservation"]
+    assert res.metrics["composed"]["members"] == ["smiling"]  # only one member available: no composition
+    assert torch.equal(res.composed, res.reconstructions)

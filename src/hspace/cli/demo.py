@@ -1,10 +1,11 @@
-"""``hspace demo``: the whole pipeline end to end, offline, on the built-in 'tiny-random' model."""
+"""``hspace demo``: the whole pipeline end to end, offline: on the built-in toy world (``toy-faces``,
+the toy CLIP, the attribute probe, the shipped directions) when it is trained, else on 'tiny-random'."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import numpy as np
 import torch
@@ -13,9 +14,23 @@ import typer
 from . import common
 from .common import handle_errors, notice, say
 
-HELP = """Run the whole pipeline offline in about a minute on a CPU, on the built-in 'tiny-random' model.
+HELP = """Run the whole pipeline offline on a CPU, on the built-in toy world (a few minutes).
 
-It makes 4 simple procedural images (coloured shapes), DDIM-inverts and reconstructs them, trains a
+\b
+With --model toy-faces (the default when the toy world is trained; it ships with hspace):
+  6 held-out toy faces are DDIM-inverted, a direction 'a face' -> 'a face with a beard' is trained
+  on them with the small toy CLIP, they are edited with it and with the shipped 'smiling' and
+  'glasses' directions at strengths -1 .. 1, 'smiling' + 'glasses' are composed, and every edit is
+  judged by the attribute probe. Writes:
+  inputs/*.png               the input faces
+  direction_beard.safetensors  the direction trained here
+  grid.png                   rows = faces; input | recon | per direction s=-1 .. s=1 | composed
+  sweep.gif                  the faces through the strengths, one frame per strength
+  metrics.json               per direction and strength: target success rate, preservation of
+                             every other factor, probe FID vs held-out faces; the composition's
+  run.json                   every setting and version
+
+With --model tiny-random (the fallback): it makes 4 simple procedural images (coloured shapes), DDIM-inverts and reconstructs them, trains a
 short direction from two texts with the built-in tiny random CLIP, edits at strengths -1, -0.5, 0,
 0.5 and 1, composes the trained direction with a second (global) direction, and writes:
 
@@ -79,6 +94,7 @@ def _stats(images: torch.Tensor, reference: torch.Tensor, recon: torch.Tensor) -
 @handle_errors
 def demo_command(
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder; must be new or empty unless --overwrite.")] = Path("hspace-demo"),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="toy-faces (default when trained) or tiny-random.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=common.OVERWRITE_HELP)] = False,
     steps: Annotated[int, typer.Option("--steps", metavar="N", help="DDIM steps of inversion and editing.")] = 20,
     train_steps: Annotated[int, typer.Option("--train-steps", metavar="N", help="DDIM grid size of the short training run.")] = 10,
@@ -93,6 +109,16 @@ def demo_command(
     from ..trainer import TrainConfig, Trainer
 
     start = time.perf_counter()
+    if model not in (None, "toy-faces", "tiny-random"):
+        raise common.fail(f"--model must be toy-faces or tiny-random, got {model!r}")
+    missing = _toy_world_missing()
+    if model == "toy-faces" and missing:
+        raise common.fail(f"the toy world is not complete: {missing}", code=1)
+    if model is None and missing:
+        notice(f"toy world not available ({missing}); running on 'tiny-random' instead")
+    if model == "toy-faces" or (model is None and not missing):
+        out = prepare_output_dir(output, overwrite=overwrite)
+        return _toy_demo(out, overwrite, start)
     out = prepare_output_dir(output, overwrite=overwrite)
     say("hspace demo on the built-in 'tiny-random' model. Its weights (and the tiny CLIP's) are RANDOM:")
     say("the images will look like noise and the edits mean nothing; this shows the pipeline runs end to end.")
@@ -163,3 +189,71 @@ def demo_command(
                        ("direction_text.safetensors", f"try: hspace info {out / 'direction_text.safetensors'}"),
                        ("inputs/", "the procedural input images")):
         say(f"  {name:<28} {what}")
+
+
+def _toy_world_missing() -> str:
+    """'' when toy-faces, the toy CLIP and the probe are all trained; else what is missing."""
+    from ..toyworld.clip_train import CLIP_DIR
+    from ..toyworld.models import toy_faces_available
+    from ..toyworld.probe import PROBE_DIR
+
+    missing = []
+    if not toy_faces_available():
+        missing.append("toy-faces model (hspace toyworld train-unet)")
+    if not (CLIP_DIR / "model.safetensors").is_file():
+        missing.append("toy CLIP (hspace toyworld train-clip)")
+    if not (PROBE_DIR / "model.safetensors").is_file():
+        missing.append("attribute probe (hspace toyworld train-probe)")
+    return ", ".join(missing)
+
+
+def _toy_demo(out: Path, overwrite: bool, start: float) -> None:
+    from ..backbones.registry import load_backbone
+    from ..directions import save_direction
+    from ..io import save_image
+    from ..outputs import make_grid, run_record, save_gif, write_json
+    from ..toyworld.clip_train import load_toy_clip
+    from ..toyworld.demo import DEMO_TRAINED, DemoSettings, run_toy_demo
+    from ..toyworld.probe import load_probe
+
+    say("hspace demo on the built-in toy world: toy-faces (a diffusion model trained by this repository), "
+        "its small CLIP and attribute probe, all offline.")
+    backbone, encoder, probe = load_backbone("toy-faces"), load_toy_clip(), load_probe()
+    settings = DemoSettings()
+    res = run_toy_demo(backbone, encoder, probe, settings, progress=common.progress(), log=notice)
+    inputs = [save_image(img, out / "inputs" / f"face_{i}.png") for i, img in enumerate(res.images)]
+    trained_file = save_direction(res.directions[DEMO_TRAINED.name], out / f"direction_{DEMO_TRAINED.name}.safetensors",
+                                  overwrite=overwrite)
+    labels = ["input", "recon"]
+    for name in res.edits:
+        labels += [f"{name} {s:+g}" for s in settings.strengths]
+    labels.append("+".join(settings.compose))
+    rows = []
+    for i in range(len(res.images)):
+        row = [res.images[i], res.reconstructions[i]]
+        for batches in res.edits.values():
+            row += [b[i] for b in batches]
+        rows.append(row + [res.composed[i]])
+    make_grid(rows, labels=labels).save(out / "grid.png")
+    frames = []
+    for j, strength in enumerate(settings.strengths):
+        frame_rows = [[res.edits[name][j][i] for name in res.edits] for i in range(len(res.images))]
+        frames.append(make_grid(frame_rows, labels=[f"{name} s={strength:+.1f}" for name in res.edits]))
+    save_gif(frames, out / "sweep.gif", duration_ms=500, bounce=True)
+    write_json(res.metrics, out / "metrics.json")
+    seconds = time.perf_counter() - start
+    write_json(run_record(settings, command="demo", model="toy-faces", backbone_id=backbone.backbone_id,
+                          inputs=[str(p) for p in inputs], trained_direction=str(trained_file),
+                          stage_seconds=res.seconds, seconds=round(seconds, 1)), out / "run.json")
+    say(f"done in {seconds:.0f} s. Everything is in {out}/:")
+    for name, what in (("grid.png", "rows = faces; input | recon | each direction at s=-1 .. 1 | composed"),
+                       ("sweep.gif", f"{len(settings.strengths)} frames, one per strength"),
+                       ("metrics.json", "per direction and strength: success, preservation, probe FID"),
+                       ("run.json", "settings and versions"),
+                       (trained_file.name, f"try: hspace info {trained_file}"),
+                       ("inputs/", "the input faces")):
+        say(f"  {name:<28} {what}")
+    for name, d in res.metrics["directions"].items():
+        last = d["strengths"][-1]
+        say(f"  {name:<10} at s=+1: target reached on {last.get('success_rate') or 0:.0%} of eligible faces, "
+            f"worst other factor kept on {min(last.get('preservation', {'-': 0}).values()):.0%}")
