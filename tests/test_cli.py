@@ -192,7 +192,7 @@ def test_info_models_and_interval_preset():
 
 def test_demo_runs_end_to_end_quickly(tmp_path):
     out = tmp_path / "demo"
-    result = run("demo", "-o", str(out), "--steps", "4", "--train-steps", "4")
+    result = run("demo", "--model", "tiny-random", "-o", str(out), "--steps", "4", "--train-steps", "4")
     assert result.exit_code == 0, result.output
     assert "RANDOM" in result.stdout
     assert {"grid.png", "sweep.gif", "metrics.json", "run.json"} <= {p.name for p in out.iterdir()}

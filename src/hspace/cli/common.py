@@ -342,3 +342,16 @@ OutputDirOption = Annotated[
 InputOption = Annotated[Optional[list[Path]], typer.Option("--input", "-i", metavar="PATH", help=INPUT_HELP, show_default=False)]
 ExtraInputs = Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)]
 OverwriteDirOption = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
+
+
+def clip_for_model(clip: str | None, model: str) -> str:
+    """The CLIP to use: ``clip`` when given; else the toy CLIP for the built-in ``toy-faces``
+    (a real CLIP knows nothing of cartoon faces and is not on this machine); else OpenAI's
+    ViT-B/16, the paper's."""
+    from ..encoders import DEFAULT_CLIP_ID
+
+    if clip:
+        return clip
+    chosen = "toy-clip" if model == "toy-faces" else DEFAULT_CLIP_ID
+    notice(f"CLIP: {chosen} (the default for --model {model}; choose another with --clip)")
+    return chosen

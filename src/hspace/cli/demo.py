@@ -96,8 +96,8 @@ def demo_command(
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder; must be new or empty unless --overwrite.")] = Path("hspace-demo"),
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="toy-faces (default when trained) or tiny-random.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=common.OVERWRITE_HELP)] = False,
-    steps: Annotated[int, typer.Option("--steps", metavar="N", help="DDIM steps of inversion and editing.")] = 20,
-    train_steps: Annotated[int, typer.Option("--train-steps", metavar="N", help="DDIM grid size of the short training run.")] = 10,
+    steps: Annotated[Optional[int], typer.Option("--steps", metavar="N", help="DDIM steps of inversion, training and editing (default: 40 on toy-faces, 20 on tiny-random).", show_default=False)] = None,
+    train_steps: Annotated[int, typer.Option("--train-steps", metavar="N", help="DDIM grid size of the short training run (tiny-random; toy-faces trains on --steps).")] = 10,
 ) -> None:
     from ..backbones.registry import load_backbone
     from ..directions import GlobalDirection, save_direction
@@ -109,6 +109,8 @@ def demo_command(
     from ..trainer import TrainConfig, Trainer
 
     start = time.perf_counter()
+    if steps is not None and steps < 2:
+        raise common.fail(f"--steps must be >= 2, got {steps}")
     if model not in (None, "toy-faces", "tiny-random"):
         raise common.fail(f"--model must be toy-faces or tiny-random, got {model!r}")
     missing = _toy_world_missing()
@@ -118,7 +120,8 @@ def demo_command(
         notice(f"toy world not available ({missing}); running on 'tiny-random' instead")
     if model == "toy-faces" or (model is None and not missing):
         out = prepare_output_dir(output, overwrite=overwrite)
-        return _toy_demo(out, overwrite, start)
+        return _toy_demo(out, overwrite, start, steps or 40)
+    steps = steps or 20
     out = prepare_output_dir(output, overwrite=overwrite)
     say("hspace demo on the built-in 'tiny-random' model. Its weights (and the tiny CLIP's) are RANDOM:")
     say("the images will look like noise and the edits mean nothing; this shows the pipeline runs end to end.")
@@ -207,7 +210,7 @@ def _toy_world_missing() -> str:
     return ", ".join(missing)
 
 
-def _toy_demo(out: Path, overwrite: bool, start: float) -> None:
+def _toy_demo(out: Path, overwrite: bool, start: float, steps: int) -> None:
     from ..backbones.registry import load_backbone
     from ..directions import save_direction
     from ..io import save_image
@@ -219,7 +222,7 @@ def _toy_demo(out: Path, overwrite: bool, start: float) -> None:
     say("hspace demo on the built-in toy world: toy-faces (a diffusion model trained by this repository), "
         "its small CLIP and attribute probe, all offline.")
     backbone, encoder, probe = load_backbone("toy-faces"), load_toy_clip(), load_probe()
-    settings = DemoSettings()
+    settings = DemoSettings(steps=steps)
     res = run_toy_demo(backbone, encoder, probe, settings, progress=common.progress(), log=notice)
     inputs = [save_image(img, out / "inputs" / f"face_{i}.png") for i, img in enumerate(res.images)]
     trained_file = save_direction(res.directions[DEMO_TRAINED.name], out / f"direction_{DEMO_TRAINED.name}.safetensors",

@@ -93,7 +93,7 @@ def interval_command(
         Optional[float],
         typer.Option("--cos-txt", metavar="C", help="Give cos_txt directly, in (0, 1], instead of --source/--target.", show_default=False),
     ] = None,
-    clip: Annotated[str, typer.Option("--clip", metavar="ID_OR_PATH", help="CLIP model for cos_txt: a hub id, a local folder, or 'tiny-random-clip'.")] = "openai/clip-vit-base-patch16",
+    clip: Annotated[Optional[str], typer.Option("--clip", metavar="ID_OR_PATH", help="CLIP model for cos_txt: a hub id, a local folder, 'toy-clip' or 'tiny-random-clip'. Default: toy-clip for --model toy-faces, else openai/clip-vit-base-patch16.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per inversion batch.")] = 8,
     refresh: Annotated[bool, typer.Option("--refresh", help="Measure again even if curves are cached (needs --input).")] = False,
 ) -> None:
@@ -101,7 +101,9 @@ def interval_command(
 
     if cos_txt is not None and (source is not None or target is not None):
         raise common.fail("give either --cos-txt or --source/--target, not both")
-    cos = cos_txt if cos_txt is not None else text_similarity(clip, source, target)
+    if cos_txt is None and (source is not None or target is not None):
+        clip = common.clip_for_model(clip, model or "")
+    cos = cos_txt if cos_txt is not None else text_similarity(clip or "", source, target)
     if preset is not None:
         if input or extra_inputs:
             raise common.fail("--preset uses the paper's tables; drop --input (or drop --preset to measure)")

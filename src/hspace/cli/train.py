@@ -88,10 +88,11 @@ def train_command(
     extra_inputs: common.ExtraInputs = None,
     noise: Annotated[Optional[int], typer.Option("--noise", metavar="N", help="Train on N samples generated from seeded noise instead of --input images.", show_default=False)] = None,
     clip: Annotated[
-        str,
+        Optional[str],
         typer.Option("--clip", metavar="ID_OR_PATH", help="CLIP model: a hub id (read from the HF cache), a local folder, 'open_clip:MODEL/PRETRAINED' "
-                     "(e.g. open_clip:ViT-B-16/openai; needs open_clip_torch) or 'tiny-random-clip' (random weights, for smoke tests)."),
-    ] = "openai/clip-vit-base-patch16",
+                     "(e.g. open_clip:ViT-B-16/openai; needs open_clip_torch), 'toy-clip' (the built-in world's) or 'tiny-random-clip' (random weights, for smoke tests). "
+                     "Default: toy-clip for --model toy-faces, else openai/clip-vit-base-patch16.", show_default=False),
+    ] = None,
     kind: Annotated[
         str,
         typer.Option("--kind", metavar="KIND", help="Direction type: implicit-ddpm (the paper's f_t for DDPM U-Nets), implicit-adm "
@@ -135,6 +136,7 @@ def train_command(
         raise common.fail(f"checkpoint {ckpt} exists; pass --resume to continue it, delete it, or choose --checkpoint")
 
     backbone = common.load_model(model)
+    clip = common.clip_for_model(clip, model)
     encoder = load_encoder(clip)
     cos = text_similarity(clip, source, target, encoder=encoder)
     t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset)
