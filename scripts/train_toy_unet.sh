@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the built-in `toy-faces` diffusion model (the committed recipe; see docs/toyworld.md).
 # Resumable: run it again with --resume to continue after a stop (Ctrl-C, --max-minutes, a crash).
-#   scripts/train_toy_unet.sh                 # from scratch (~80 min on the 2-core CPU, 1 thread)
+#   scripts/train_toy_unet.sh                 # from scratch (4500 steps, ~2 h on the 2-core CPU, 1 thread)
 #   scripts/train_toy_unet.sh --resume        # continue exactly where the last checkpoint left off
 # Extra arguments go to `hspace toyworld train-unet` (e.g. --threads 2 on an idle machine, --device cuda).
 set -euo pipefail

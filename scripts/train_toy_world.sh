@@ -2,9 +2,9 @@
 # Train the whole built-in toy world from scratch, in order, then measure its quality bars.
 # Each stage is resumable: after a stop, rerun this script with --resume and finished stages are
 # skipped (their shipped files exist) while a stopped stage continues from its checkpoint.
-#   scripts/train_toy_world.sh             # ~2.5 h on the 2-core CPU (1 torch thread each; see docs/toyworld.md)
+#   scripts/train_toy_world.sh             # ~3 h on the 2-core CPU (1 torch thread each; see docs/toyworld.md)
 #   scripts/train_toy_world.sh --resume    # continue after a stop
-# Stages: probe (~6 min) -> CLIP (~45 min) -> toy-faces U-Net (~80 min) -> directions (~15 min) -> check.
+# Stages: probe (~6 min) -> CLIP (~45 min) -> toy-faces U-Net (~2 h) -> directions (~15 min) -> check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ]; then source .venv/bin/activate; fi

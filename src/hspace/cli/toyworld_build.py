@@ -3,6 +3,7 @@ the built-in world's quality bars (registered on the ``toyworld`` sub-app)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -119,9 +120,13 @@ def train_directions_command(
     for name in names:
         spec = TOY_DIRECTIONS[name]
         t1 = time.perf_counter()
-        res = train_direction(backbone, encoder, spec, recipe, latents, images,
-                              checkpoint=ckpt_dir / f"{name}-t{t_edit}-e{epochs}.ckpt.safetensors", progress=progress())
+        # one checkpoint per (texts, recipe): a changed recipe starts afresh instead of clashing
+        key = hashlib.sha1(json.dumps([spec.source, spec.target, recipe.to_dict()], sort_keys=True).encode()).hexdigest()[:10]
+        ckpt = ckpt_dir / f"{name}-{key}.ckpt.safetensors"
+        res = train_direction(backbone, encoder, spec, recipe, latents, images, checkpoint=ckpt, progress=progress())
         path = save_direction(res.direction, folder / f"{name}.safetensors", overwrite=overwrite)
+        for f in (ckpt, ckpt.with_suffix(".json")):
+            f.unlink(missing_ok=True)  # the direction file now holds the result
         trained[name] = {"file": str(path), "seconds": round(time.perf_counter() - t1, 1), "steps": res.steps,
                          "final_loss": res.losses[-1] if res.losses else None, "source": spec.source, "target": spec.target}
         notice(f"{name}: {spec.source!r} -> {spec.target!r} trained in {trained[name]['seconds']:.0f} s -> {path}")

@@ -53,11 +53,13 @@ class ToyDirection:
 
 
 TOY_DIRECTIONS: dict[str, ToyDirection] = {d.name: d for d in (
-    ToyDirection("smiling", "a face", "a smiling face", "smiling"),
-    ToyDirection("glasses", "a face", "a face with glasses", "glasses"),
+    # the source text names the attribute's absence where the captions have words for it, so the
+    # text direction isolates the attribute (measured on glasses: success 0.95 vs 0.90 from "a face")
+    ToyDirection("smiling", "a neutral face", "a smiling face", "smiling"),
+    ToyDirection("glasses", "a face without glasses", "a face with glasses", "glasses"),
     ToyDirection("blond", "a face", "a face with blond hair", "blond"),
-    ToyDirection("eyes_closed", "a face", "a face, eyes closed", "eyes_closed"),
-    ToyDirection("hat", "a face", "a face with a hat", "hat"),
+    ToyDirection("eyes_closed", "a face, eyes open", "a face, eyes closed", "eyes_closed"),
+    ToyDirection("hat", "a face without a hat", "a face with a hat", "hat"),
 )}
 
 

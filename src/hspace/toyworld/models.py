@@ -37,7 +37,7 @@ def load_toy_faces() -> Backbone:
         raise ModelNotAvailableError(
             f"built-in model 'toy-faces' has not been trained yet: {folder} has no "
             f"config.json + {_WEIGHTS}.\n"
-            f"Train it (about 1-1.5 h on a 2-core CPU, resumable) with:\n"
+            f"Train it (about 2 h on a 2-core CPU, resumable) with:\n"
             f"  {TRAIN_COMMAND}\n"
             f"and, if it stops early, continue with:\n"
             f"  {TRAIN_COMMAND} --resume\n"

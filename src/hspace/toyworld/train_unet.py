@@ -116,7 +116,7 @@ class Recipe:
     """
 
     unet: dict = field(default_factory=lambda: dict(TOY_FACES_UNET))
-    steps: int = 3000
+    steps: int = 4500  # 3000 left samples noisy and colour-shifted (2026-11-25); see docs/toyworld.md
     batch_size: int = 32
     lr: float = 3e-4
     warmup_steps: int = 200
