@@ -260,7 +260,8 @@ def load_diffusers_folder(folder: Path | str, backbone_id: str | None = None) ->
         )
     use_safetensors = weights[0].endswith(".safetensors")
     try:
-        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=use_safetensors, local_files_only=True)
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=use_safetensors, local_files_only=True,
+                                           low_cpu_mem_usage=False)  # small U-Nets; avoids the accelerate warning
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
         raise RuntimeError(f"could not load the UNet2DModel in {unet_dir}: {type(e).__name__}: {e}") from e
     if unet.dtype != torch.float32:  # e.g. weights saved in float16: compute the adapter's default in float32

@@ -66,7 +66,7 @@ def run_toy_demo(backbone, encoder, probe, settings: DemoSettings = DemoSettings
     latents = editor.invert(images)
     recon = editor.reconstruct(latents)
     seconds["invert_reconstruct"] = time.perf_counter() - t
-    log(f"1/4 inverted and reconstructed {s.n_images} held-out toy faces ({s.steps} DDIM steps, "
+    log(f"1/4 inverted (float32) and reconstructed ({s.precision}) {s.n_images} held-out toy faces ({s.steps} DDIM steps, "
         f"PSNR {float(psnr(recon, images).mean()):.1f} dB)")
 
     t = time.perf_counter()
