@@ -53,15 +53,9 @@ def encode_images(
     encoder: ImageTextEncoder, images: torch.Tensor, batch_size: int = 32, progress: bool = False, desc: str = "CLIP"
 ) -> torch.Tensor:
     """Unit-normalised image embeddings ``[B, D]`` float32, in batches (with a tqdm bar if ``progress``)."""
-    from tqdm.auto import tqdm
+    from .batching import map_batches
 
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images [B, 3, H, W] in [-1, 1], got shape {tuple(images.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, len(images), batch_size)
-    parts = [encoder.encode_image(images[i:i + batch_size].float()).float()
-             for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2, leave=False)]
+    parts = map_batches(lambda x: encoder.encode_image(x.float()).float(), images, batch_size, progress, desc)
     if not parts:
         raise ValueError("no images to encode")
     return F.normalize(torch.cat(parts), dim=-1)

@@ -284,15 +284,9 @@ def extract_features(
     extractor: FeatureExtractor, images: torch.Tensor, batch_size: int = 64, progress: bool = False, desc: str = "features"
 ) -> torch.Tensor:
     """``extractor`` over ``images`` in batches (tqdm bar if ``progress``): ``[B, D]`` float64."""
-    from tqdm.auto import tqdm
+    from .batching import map_batches
 
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images [B, 3, H, W] in [-1, 1], got shape {tuple(images.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, len(images), batch_size)
-    parts = [extractor(images[i:i + batch_size]).detach().double().reshape(min(batch_size, len(images) - i), -1)
-             for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2, leave=False)]
+    parts = map_batches(lambda x: extractor(x).detach().double().reshape(len(x), -1), images, batch_size, progress, desc)
     return torch.cat(parts) if parts else torch.zeros(0, int(extractor.num_features), dtype=torch.float64)
 
 
