@@ -50,8 +50,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .captions import caption_with_mentions, describe
 from .faces import FACTOR_NAMES, FACTORS, FaceFactors, factors_for, factors_to_vector, item_rng, render_array, with_factor
 from .loop import StepClock
-from .probe import (EVAL_SEED, MODELS_DIR, ModelNotTrainedError, autocast, load_training_checkpoint, lr_at,
-                    save_training_checkpoint, write_json_atomic)
+from .probe import (EVAL_SEED, MODELS_DIR, ModelNotTrainedError, autocast, lr_at,
+                    resume_counters, save_training_checkpoint, write_json_atomic)
 
 __all__ = [
     "CLIP_DIR",
@@ -474,18 +474,7 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
     model = build_clip_model(s, tokenizer, seed=s.init_seed)
     trainee = ClipTrainee(model, aux=s.aux_weight > 0, seed=s.init_seed + 1)
     opt = _optimizer(trainee, s)
-    step, examples, seconds_before = 0, 0, 0.0
-    if checkpoint.exists() and not resume:
-        raise FileExistsError(f"{checkpoint} exists; continue it with --resume, or choose another checkpoint path")
-    if checkpoint.exists():
-        rec, _ = load_training_checkpoint(checkpoint, trainee, opt)
-        old = rec.get("settings", {})
-        bad = [k for k in s._MUST_MATCH if old.get(k) != getattr(s, k)]
-        if bad:
-            raise ValueError(f"{checkpoint} was trained with different settings ({', '.join(bad)}); "
-                             "resume with the same settings or use another checkpoint path")
-        step, examples, seconds_before = int(rec["step"]), int(rec["examples"]), float(rec["seconds"])
-        log(f"resumed {checkpoint} at step {step}/{s.steps}")
+    step, examples, seconds_before = resume_counters(checkpoint, trainee, opt, s, resume, log)
     model.train()
     clock = StepClock(s.steps, s.log_every, s.checkpoint_every, max_minutes, stop_after)
 

@@ -320,6 +320,29 @@ def load_training_checkpoint(path: str | Path, model: nn.Module, optimizer: Opti
     return json.loads(meta["record"]), extra
 
 
+def resume_counters(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, settings: Any,
+                    resume: bool, log: Callable[[str], None], also_match: Optional[dict[str, Any]] = None
+                    ) -> tuple[int, int, float]:
+    """``(step, examples, seconds)`` a training run starts from: zeros for a new run; else the
+    checkpoint's, after loading it into ``model`` and ``optimizer``. An existing checkpoint
+    without ``resume`` is an error (nothing is overwritten by accident), and so is one whose
+    ``settings._MUST_MATCH`` fields (or the ``also_match`` entries) differ from this run's."""
+    if checkpoint.exists() and not resume:
+        raise FileExistsError(f"{checkpoint} exists; continue it with --resume, or choose another checkpoint path")
+    if not checkpoint.exists():
+        return 0, 0, 0.0
+    rec, _ = load_training_checkpoint(checkpoint, model, optimizer)
+    old = rec.get("settings", {})
+    bad = [k for k in settings._MUST_MATCH if old.get(k) != getattr(settings, k)]
+    bad += [k for k, v in (also_match or {}).items() if old.get(k) != v]
+    if bad:
+        raise ValueError(f"{checkpoint} was trained with different settings ({', '.join(bad)}); "
+                         "resume with the same settings or use another checkpoint path")
+    step = int(rec["step"])
+    log(f"resumed {checkpoint} at step {step}/{settings.steps}")
+    return step, int(rec["examples"]), float(rec["seconds"])
+
+
 def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
     """Linear warm-up then cosine decay to 5 % of ``lr``."""
     if step < warmup:
@@ -423,20 +446,8 @@ def train_probe(settings: ProbeTrainSettings, checkpoint: str | Path, *, max_min
         model = AttributeProbe(s.config)
     model = model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(model, s)
-    step, examples, seconds = 0, 0, 0.0
-    if checkpoint.exists() and not resume:
-        raise FileExistsError(f"{checkpoint} exists; continue it with --resume, or choose another checkpoint path")
-    if checkpoint.exists():
-        rec, _ = load_training_checkpoint(checkpoint, model, opt)
-        old = rec.get("settings", {})
-        bad = [k for k in s._MUST_MATCH if old.get(k) != getattr(s, k)]
-        if old.get("config") != s.config.to_dict():
-            bad.append("config")
-        if bad:
-            raise ValueError(f"{checkpoint} was trained with different settings ({', '.join(bad)}); "
-                             "resume with the same settings or use another checkpoint path")
-        step, examples, seconds = int(rec["step"]), int(rec["examples"]), float(rec["seconds"])
-        log(f"resumed {checkpoint} at step {step}/{s.steps}")
+    step, examples, seconds = resume_counters(checkpoint, model, opt, s, resume, log,
+                                              also_match={"config": s.config.to_dict()})
     model.train()
     clock = StepClock(s.steps, s.log_every, s.checkpoint_every, max_minutes, stop_after)
     seconds_before = seconds
