@@ -88,7 +88,7 @@ def train_directions_command(
     from ..directions import save_direction
     from ..editor import EditConfig, Editor
     from ..outputs import run_record, write_json
-    from ..toyworld.directions import DIRECTIONS_DIR, TOY_DIRECTIONS, DirectionRecipe, evaluate_direction, face_images, train_direction
+    from ..toyworld.directions import DIRECTIONS_DIR, TOY_DIRECTIONS, DirectionRecipe, face_images, train_direction
     from ..toyworld.probe import EVAL_SEED
     from .toyworld import _toy_ckpt_dir
 
@@ -134,16 +134,10 @@ def train_directions_command(
 
     evals: dict[str, Any] = {}
     if eval_n:
-        from ..directions import load_direction
+        from ..toyworld.quality import check_directions
 
-        held = face_images(EVAL_SEED, eval_n)
-        held_lat = editor.invert(held)
-        for name in names:
-            d = load_direction(trained[name]["file"], backbone)
-            evals[name] = evaluate_direction(editor, probe, d, held_lat, held, TOY_DIRECTIONS[name].judged_as)
-            r = evals[name]
-            say(f"{name:<12} success {r['success_rate'] or 0:.2f}  worst kept factor {r['min_preserved']:.2f}  "
-                f"{'passes' if r['passed'] else 'BELOW BAR'} (bar 0.90 / 0.90)")
+        evals = check_directions(backbone, probe, names, n=eval_n, progress=progress(), log=say,
+                                 folder=folder)["directions"]
     # eval.json keeps one entry per direction, so retraining one leaves the others' records
     summary_path = folder / "eval.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}

@@ -21,6 +21,7 @@ the next block of the same seed.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -152,14 +153,22 @@ def check_clip(encoder, n: int = 300) -> dict[str, Any]:
 
 def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[str]] = None, n: int = 100,
                      strength: float = 1.0, precision: str = "fp32", progress: bool = True,
-                     log: Log = print) -> dict[str, Any]:
-    """Each shipped direction (or ``names``) at ``strength`` on ``n`` held-out faces."""
+                     log: Log = print, folder: Optional[Path] = None) -> dict[str, Any]:
+    """Each direction file ``<folder>/<name>.safetensors`` (default: the shipped ones; all of
+    :data:`~hspace.toyworld.directions.TOY_DIRECTIONS` present, or ``names``) at ``strength`` on
+    ``n`` held-out faces."""
     from ..directions import load_direction
-    from .directions import DIRECTIONS_DIR, TOY_DIRECTIONS, evaluate_direction, shipped_direction_path
+    from .directions import DIRECTIONS_DIR, TOY_DIRECTIONS, evaluate_direction
 
-    names = list(names) if names else [k for k in TOY_DIRECTIONS if shipped_direction_path(k)]
+    folder = DIRECTIONS_DIR if folder is None else Path(folder)
+
+    def path_of(name: str) -> Optional[Path]:
+        p = folder / f"{name}.safetensors"
+        return p if p.is_file() else None
+
+    names = list(names) if names else [k for k in TOY_DIRECTIONS if path_of(k)]
     if not names:
-        return {"directions": {}, "passed": False, "note": f"no shipped directions in {DIRECTIONS_DIR}"}
+        return {"directions": {}, "passed": False, "note": f"no direction files in {folder}"}
     real, _ = render_eval_set(n, EVAL_SEED)
     from ..editor import EditConfig, Editor
 
@@ -168,9 +177,9 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
     latents = editor.invert(real)
     results: dict[str, Any] = {}
     for name in names:
-        path = shipped_direction_path(name)
+        path = path_of(name)
         if path is None:
-            results[name] = {"passed": False, "note": f"not shipped ({DIRECTIONS_DIR / (name + '.safetensors')})"}
+            results[name] = {"passed": False, "note": f"no file {folder / (name + '.safetensors')}"}
             continue
         rep = evaluate_direction(editor, probe, load_direction(path, backbone), latents, real,
                                  TOY_DIRECTIONS[name].judged_as, strength)
