@@ -4,8 +4,9 @@ Each direction is the paper's implicit ``f_t`` trained with the CLIP directional
 (:class:`hspace.trainer.Trainer`, unchanged), from a source text to a target text, on faces
 from a training seed that the evaluation never uses. The recipe (:class:`DirectionRecipe`) and
 the texts (:data:`TOY_DIRECTIONS`) are everything that determines a shipped file; the files
-land in :data:`DIRECTIONS_DIR` (``src/hspace/data/directions/toy-faces/<name>.safetensors``)
-and load by name: :func:`shipped_direction_path` (``hspace edit --direction smiling:1``).
+land in :data:`DIRECTIONS_DIR` (``src/hspace/data/directions/toy-faces/<name>.safetensors``;
+:func:`shipped_direction_path` finds one by name; ``hspace edit`` takes the file's path and
+``hspace analyze`` also takes the name).
 
 Evaluation (:func:`evaluate_direction`): 100 held-out faces are inverted, edited at strength 1
 and judged by the attribute probe (:func:`hspace.evaluation.factors.evaluate_toy_edit`):
