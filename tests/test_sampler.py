@@ -168,3 +168,43 @@ def test_bf16_generation_close_to_fp32(tiny_backbone):
     b = generate(tiny_backbone, x_T, n_steps=5, precision="bf16")
     assert b.dtype == torch.float32
     assert (a - b).abs().mean() < 0.1 * a.abs().mean()
+
+
+def test_clip_x0_bounds_the_prediction_and_keeps_the_direction_term():
+    x = torch.full((1, 3, 4, 4), 0.5)
+    eps = torch.full((1, 3, 4, 4), -2.0)  # P_t far above 1 at small abar
+    a, a_next = torch.tensor(0.01), torch.tensor(0.02)
+    free = ddim_step(x, eps, a, a_next)
+    clipped = ddim_step(x, eps, a, a_next, clip_x0=True)
+    assert free.x0.max() > 1 and torch.equal(clipped.x0, free.x0.clamp(-1, 1))
+    # x_next = sqrt(a') clip(P_t) + D_t(e) with the unclipped e (as diffusers' DDIM)
+    expected = a_next.sqrt() * free.x0.clamp(-1, 1) + (1 - a_next).sqrt() * eps
+    assert torch.allclose(clipped.x_next, expected)
+    edited = asymmetric_step(x, eps, eps * 0.5, a, a_next, clip_x0=True)
+    assert edited.x0.abs().max() <= 1
+
+
+def test_model_clips_x0_follows_the_scheduler_config(tiny_backbone):
+    from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
+    from hspace.sampler import model_clips_x0
+
+    assert not model_clips_x0(tiny_backbone)  # no config: the paper's models never clip
+    assert not model_clips_x0(ClosedFormBackbone())
+    unet = tiny_backbone.unet
+    assert model_clips_x0(DiffusersUNetBackbone(unet, schedule_config={"clip_sample": True}))
+    assert not model_clips_x0(DiffusersUNetBackbone(unet, schedule_config={"clip_sample": False}))
+
+
+def test_sampling_clips_only_when_asked(tiny_backbone):
+    from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
+    from hspace.editor import EditConfig, Editor
+
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    seen = []
+    generate(tiny_backbone, noise, 5, clip_x0=True, callback=lambda s: seen.append(s.x0.abs().max().item()))
+    assert max(seen) <= 1.0
+    cfg = EditConfig(n_inv_steps=5, n_steps=5, progress=False, cache_latents=False)
+    clipping = Editor(DiffusersUNetBackbone(tiny_backbone.unet, schedule_config={"clip_sample": True}), cfg)
+    assert torch.equal(clipping.sample(noise), generate(tiny_backbone, noise, 5, clip_x0=True))
+    # reconstruction of inverted latents never clips
+    assert torch.equal(clipping.reconstruct(noise), generate(tiny_backbone, noise, 5))

@@ -17,7 +17,7 @@ from .backbones.base import Backbone
 from .cache import LatentCache
 from .directions import ComposedDirection, Direction, check_direction_fits, rescale_for_steps
 from .precision import Precision, check_precision, prepare_backbone_for
-from .sampler import Phases, generate, invert
+from .sampler import Phases, generate, invert, model_clips_x0
 
 __all__ = ["EditConfig", "EditOutput", "Editor", "resolve_interval", "DEFAULT_T_EDIT"]
 
@@ -219,7 +219,8 @@ class Editor:
         bar.close()
         return torch.stack([v.to(images.device) for v in out])  # type: ignore[union-attr]
 
-    def _run(self, latents: torch.Tensor, delta: Direction | None, phases: Phases, desc: str) -> torch.Tensor:
+    def _run(self, latents: torch.Tensor, delta: Direction | None, phases: Phases, desc: str,
+             clip_x0: bool = False) -> torch.Tensor:
         self._check_images(latents, "latents")
         chunks = []
         bar = tqdm(total=latents.shape[0], desc=desc, unit="img", disable=not self.config.progress)
@@ -229,6 +230,7 @@ class Editor:
                 generate(
                     self.backbone, latents[sl], self.config.n_steps, delta=delta, phases=phases,
                     generator=gens, precision=self.config.precision, joint_decode=self.config.joint_decode,
+                    clip_x0=clip_x0,
                 )
             )
             bar.update(sl.stop - sl.start)
@@ -246,6 +248,13 @@ class Editor:
     def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
         """Plain DDIM generation from latents (no edit, no boosting): the inversion's reconstruction."""
         return self._run(latents, None, Phases(), "reconstruct")
+
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """New images from Gaussian noise ``[B, 3, S, S]`` with plain DDIM, clipping P_t to
+        [-1, 1] where the model's scheduler config asks for it (``clip_sample``), as a diffusers
+        DDIM pipeline would. (:meth:`reconstruct` never clips: inverted latents need the exact
+        deterministic path back.)"""
+        return self._run(noise, None, Phases(), "sample", clip_x0=model_clips_x0(self.backbone))
 
     def edit(self, latents: torch.Tensor, directions: Sequence[tuple[Direction, float]]) -> EditOutput:
         """Edit latents ``[B, 3, S, S]`` with ``[(direction, strength), ...]`` applied together."""

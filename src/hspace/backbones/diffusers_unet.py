@@ -35,7 +35,7 @@ def alphas_cumprod_from_scheduler_config(config: dict | None) -> torch.Tensor:
     return DDPMScheduler.from_config(keep).alphas_cumprod.float().clone()
 
 
-_SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type")
+_SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type", "clip_sample")
 
 
 def describe_schedule(config: dict | None, num_steps: int) -> dict:
