@@ -136,3 +136,15 @@ def test_toy_demo_runs_and_measures_every_edit(probe, tmp_path, monkeypatch):
     assert "success_rate" not in m[1] and "preservation" in m[2] and "smile" not in m[2]["preservation"]
     assert res.metrics["composed"]["members"] == ["smiling"]  # only one member available: no composition
     assert torch.equal(res.composed, res.reconstructions)
+
+
+def test_mean_response_is_one_for_an_exact_denoiser_and_zero_for_a_colour_blind_unet():
+    """The diagnosis behind TOY_FACES_UNET's norm_num_groups: with one channel per group the
+    U-Net's last GroupNorm removes each channel's mean, so eps cannot follow x_t's mean."""
+    from hspace.toyworld.quality import mean_response
+    from test_sampler import ClosedFormBackbone
+
+    exact = mean_response(ClosedFormBackbone())
+    assert all(abs(v - 1) < 1e-3 for v in exact), exact
+    blind = DiffusersUNetBackbone(make_tiny_unet(block_out_channels=(32, 64, 64), norm_num_groups=32))
+    assert all(abs(v) < 0.05 for v in mean_response(blind))

@@ -163,8 +163,12 @@ def _markdown(results: dict[str, Any]) -> str:
                 f"{b['value']:.3f}", f">= {b['bar']}", b["passed"])
     if "base" in results:
         b = results["base"]
-        row("toy-faces", f"valid faces, {b['n']} samples x {b['ddim_steps']} DDIM steps", f"{b['valid_rate']:.3f}",
+        clip = ", P_t clipped to [-1, 1]" if b.get("clip_x0") else ""
+        row("toy-faces", f"valid faces, {b['n']} samples x {b['ddim_steps']} DDIM steps{clip}", f"{b['valid_rate']:.3f}",
             ">= 0.9", b["passed"])
+        if "eps_mean_response_t999" in b:
+            resp = ", ".join(f"{v:.2f}" for v in b["eps_mean_response_t999"])
+            row("toy-faces", "eps answers a shift of the image mean at t=999 (R, G, B; right answer ~1)", resp, "", None)
         row("toy-faces", "valid faces among held-out real faces (reference)", f"{b['valid_rate_real']:.3f}", "", None)
         row("toy-faces", "probe FID samples vs held-out", f"{b['probe_fid_samples_vs_real']:.3f}", "", None)
         row("toy-faces", "probe FID held-out vs held-out (reference)", f"{b['probe_fid_real_vs_real']:.3f}", "", None)

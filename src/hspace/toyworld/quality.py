@@ -28,7 +28,7 @@ import torch
 
 from .probe import EVAL_SEED, AttributeProbe, evaluate_probe, probe_fid, render_eval_set
 
-__all__ = ["VALID_ERROR_FACTOR", "VALID_CALIBRATION_QUANTILE", "FaceValidity", "valid_faces", "check_probe", "check_base_model",
+__all__ = ["mean_response", "VALID_ERROR_FACTOR", "VALID_CALIBRATION_QUANTILE", "FaceValidity", "valid_faces", "check_probe", "check_base_model",
            "check_inversion", "check_clip", "check_directions"]
 
 #: A sample is a *valid face* when re-rendering the probe's reading of it reproduces it: mean
@@ -94,21 +94,41 @@ def _editor(backbone, n_steps: int, n_inv_steps: int, batch_size: int = 50, prog
                                        batch_size=batch_size, progress=progress))
 
 
+@torch.no_grad()
+def mean_response(backbone, t: int = 999, offset: float = 0.05, n: int = 8, seed: int = 0) -> list[float]:
+    """How much of a shift of x_t's per-channel image mean the model passes on to eps's mean,
+    per channel: ``d mean(eps) * sqrt(1 - abar_t) / offset``.
+
+    At t = 999 the right answer is about 1 (x_t is almost all noise, so its mean is almost all
+    eps's mean); a model that answers about 0 cannot see the image's overall colour, and its
+    samples come out with wrong colours (see ``TOY_FACES_UNET`` for how that happened here).
+    """
+    g = torch.Generator().manual_seed(seed)
+    s = backbone.image_size
+    x = torch.randn(n, backbone.in_channels, s, s, generator=g)
+    tt = torch.full((n,), float(t))
+    d = (backbone.eps(x + offset, tt) - backbone.eps(x, tt)).float().mean((0, 2, 3))
+    return (d * (1 - backbone.alphas_cumprod[t]).sqrt() / offset).tolist()
+
+
 def check_base_model(backbone, probe: AttributeProbe, n: int = 200, steps: int = 50, seed: int = 0,
                      progress: bool = True) -> dict[str, Any]:
     """Sample ``n`` faces from seeded noise with ``steps`` DDIM steps; share judged valid, probe FID."""
+    from ..sampler import model_clips_x0
+
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     s = backbone.image_size
     noise = torch.randn(n, 3, s, s, generator=g)
-    samples = _editor(backbone, steps, steps, progress=progress).reconstruct(noise).clamp(-1, 1)
+    samples = _editor(backbone, steps, steps, progress=progress).sample(noise).clamp(-1, 1)
     real_a, _ = render_eval_set(n, EVAL_SEED)
     real_b = _second_real_set(n)
     validity = FaceValidity(probe)
     errors = validity.errors(samples)
     rate = float((errors <= validity.threshold).float().mean())
     return {
-        "n": n, "ddim_steps": steps, "seed": seed,
+        "n": n, "ddim_steps": steps, "seed": seed, "clip_x0": model_clips_x0(backbone),
+        "eps_mean_response_t999": mean_response(backbone),
         "valid_rate": rate, "valid_rate_real": float(validity(real_a).float().mean()),
         "render_error_median": float(errors.median()), "render_error_threshold": validity.threshold,
         "bar": 0.9, "passed": rate >= 0.9,
