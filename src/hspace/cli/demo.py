@@ -49,7 +49,7 @@ nothing. The demo checks that every stage runs and shows what the outputs look l
 STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SOURCE_TEXT, TARGET_TEXT = "a red shape", "a blue shape"
 
-SHORT_HELP = 'Run everything end to end offline on a tiny random model (~1 min).'
+SHORT_HELP = 'Run everything end to end offline on the built-in toy-faces world (about 4 min).'
 
 
 def register(app: typer.Typer) -> None:
