@@ -22,6 +22,7 @@ from hspace.toyworld.train_unet import (
     build_unet,
     diffusion_loss,
     latest_checkpoint,
+    lowfreq_error,
     make_scheduler,
     train_unet,
 )
@@ -71,6 +72,32 @@ def test_loss_finite_and_decreases_on_a_fixed_batch():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+
+
+def test_lowfreq_error_weighs_the_mean_colour_as_p_t_sees_it():
+    a = torch.tensor([0.5, 1e-4]).view(2, 1, 1, 1)  # (1-a)/a = 1 and 9999 (capped at 1000)
+    c = torch.tensor([0.1, -0.2, 0.3]).view(1, 3, 1, 1)
+    flat = c.expand(2, 3, 32, 32)
+    expected = (1.0 + 1000.0) / 2 * float((c**2).mean())
+    assert lowfreq_error(flat, a, cap=1000.0).item() == pytest.approx(expected, rel=1e-5)
+    # a checkerboard has no coarse colour: nothing beyond the plain MSE
+    checker = (torch.arange(32).view(1, 32) + torch.arange(32).view(32, 1)) % 2 * 2.0 - 1
+    assert lowfreq_error(checker.expand(2, 3, 32, 32), a, cap=1000.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_diffusion_loss_adds_the_lowfreq_term_only_when_weighted():
+    model = build_unet(tiny_recipe().unet, seed=0)
+    x0 = torch.zeros(2, 3, 32, 32)
+    t = torch.tensor([10, 990])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    acp = make_scheduler().alphas_cumprod.float()
+    with torch.no_grad():
+        plain = diffusion_loss(model, x0, t, noise, acp, bf16=False)
+        both = diffusion_loss(model, x0, t, noise, acp, bf16=False, lowfreq_weight=2.0)
+        a = acp[t].view(-1, 1, 1, 1)
+        err = model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample - noise
+    assert plain.item() == pytest.approx(err.pow(2).mean().item(), rel=1e-5)
+    assert both.item() == pytest.approx(plain.item() + 2.0 * lowfreq_error(err, a, 1000.0).item(), rel=1e-5)
 
 
 def _ckpt(folder):

@@ -61,6 +61,7 @@ __all__ = [
     "build_unet",
     "default_checkpoint_dir",
     "diffusion_loss",
+    "lowfreq_error",
     "export_model",
     "latest_checkpoint",
     "make_scheduler",
@@ -78,6 +79,10 @@ TOY_FACES_UNET: dict[str, Any] = dict(
     block_out_channels=(32, 64, 128, 192),
     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    # 32 groups = one channel per group at the 32-channel level: the last GroupNorm then removes
+    # each channel's spatial mean, and the model cannot follow x_t's mean colour (mean_response
+    # 0.002 at t=999; ideal ~1), hence the colour-shifted samples. Tried and not shipped
+    # (docs/toyworld.md): 8 groups, with and without Recipe.lowfreq_weight.
     norm_num_groups=32,
     attention_head_dim=64,
 )
@@ -127,6 +132,11 @@ class Recipe:
     seed: int = 0
     data_seed: int = 0
     supersample: int = 4
+    # weight of the low-frequency term (diffusion_loss); 0 is the plain DDPM loss (the shipped
+    # model). 1.0 with 8 norm groups raised mean_response to 0.22-0.33 by step 1000 but left the
+    # samples without face structure at that step (docs/toyworld.md).
+    lowfreq_weight: float = 0.0
+    lowfreq_cap: float = 1000.0
     precision: str = "bf16"  # "bf16" (autocast, fp32 master weights) or "fp32"
     channels_last: bool = False  # slower here: GroupNorm backward in channels_last dominates
 
@@ -160,6 +170,8 @@ class Recipe:
             raise ValueError(f"bad lr/ema_decay/warmup: {self.lr}, {self.ema_decay}, {self.warmup_steps}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if not (self.lowfreq_weight >= 0 and self.lowfreq_cap > 0):
+            raise ValueError(f"lowfreq_weight must be >= 0 and lowfreq_cap > 0, got {self.lowfreq_weight}, {self.lowfreq_cap}")
         if self.seed < 0 or self.data_seed < 0:
             raise ValueError("seed and data_seed must be >= 0")
 
@@ -259,16 +271,43 @@ def ema_decay_at(recipe: Recipe, step: int) -> float:
     return min(recipe.ema_decay, (1 + step) / (10 + step))
 
 
+#: Block sizes of the low-frequency term, as fractions of the image side: the whole image (its
+#: mean colour), 4x4 and 16x16 blocks.
+LOWFREQ_FRACTIONS = (1, 4, 16)
+
+
+def lowfreq_error(err: torch.Tensor, a: torch.Tensor, cap: float) -> torch.Tensor:
+    """``mean_k mean(min((1 - a) / a, cap) * avgpool_k(err)^2)`` over the block sizes of
+    :data:`LOWFREQ_FRACTIONS`: the eps error's coarse colour, weighted as P_t sees it.
+
+    P_t = (x_t - sqrt(1 - a) eps) / sqrt(a) turns an eps error into a clean-image error
+    sqrt((1 - a) / a) times larger (156x at t = 999), and the plain eps MSE gives the image's
+    mean colour, a single number per channel, no more weight than one pixel. ``a`` is abar_t
+    ``[B, 1, 1, 1]``.
+    """
+    w = ((1 - a) / a).clamp(max=cap)
+    side = err.shape[-1]
+    terms = [(w * F.avg_pool2d(err, max(side // f, 1)) ** 2).mean() for f in LOWFREQ_FRACTIONS]
+    return torch.stack(terms).mean()
+
+
 def diffusion_loss(model: UNet2DModel, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   alphas_cumprod: torch.Tensor, *, bf16: bool = True, channels_last: bool = False) -> torch.Tensor:
-    """The DDPM eps-prediction loss ``mse(eps_theta(x_t, t), noise)`` (fp32), with bf16 autocast if asked."""
+                   alphas_cumprod: torch.Tensor, *, bf16: bool = True, channels_last: bool = False,
+                   lowfreq_weight: float = 0.0, lowfreq_cap: float = 1000.0) -> torch.Tensor:
+    """The DDPM eps-prediction loss ``mse(eps_theta(x_t, t), noise)`` (fp32), with bf16 autocast if
+    asked, plus ``lowfreq_weight`` x :func:`lowfreq_error` (the model stays an eps-predictor of
+    the same forward process; only the weighting of its coarse errors changes)."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
     if channels_last:
         xt = xt.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):
         pred = model(xt, t).sample
-    return F.mse_loss(pred.float(), noise)
+    err = pred.float() - noise
+    loss = err.pow(2).mean()
+    if lowfreq_weight > 0:
+        loss = loss + lowfreq_weight * lowfreq_error(err, a, lowfreq_cap)
+    return loss
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -529,7 +568,8 @@ def train_unet(
             t, noise = t.to(dev), noise.to(dev)
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(recipe, step)
-            loss = diffusion_loss(model, x0, t, noise, acp_dev, bf16=bf16, channels_last=recipe.channels_last)
+            loss = diffusion_loss(model, x0, t, noise, acp_dev, bf16=bf16, channels_last=recipe.channels_last,
+                                  lowfreq_weight=recipe.lowfreq_weight, lowfreq_cap=recipe.lowfreq_cap)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint is intact")
             optimizer.zero_grad(set_to_none=True)
