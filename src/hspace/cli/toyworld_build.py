@@ -254,7 +254,10 @@ def check_command(
             from ..backbones.registry import load_backbone
 
             backbone = _need("toy-faces", lambda: load_backbone("toy-faces"))
-            results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice)
+            # bf16 generation (inversion stays float32): at 100 steps it kept every factor of the
+            # unedited reconstructions as float32 did, 2-3x faster
+            results[c] = quality.check_directions(backbone, probe, n=n["dirs"], precision="bf16", progress=progress(),
+                                                  log=notice)
         seconds[c] = round(time.perf_counter() - t0, 1)
         passed = results[c].get("passed")
         say(f"{c}: {'passed' if passed else ('NOT passed' if passed is False else 'measured')} ({seconds[c]:.0f} s)")
