@@ -167,7 +167,7 @@ def _markdown(results: dict[str, Any]) -> str:
         row("toy-faces", f"valid faces, {b['n']} samples x {b['ddim_steps']} DDIM steps{clip}", f"{b['valid_rate']:.3f}",
             ">= 0.9", b["passed"])
         if "eps_mean_response_t999" in b:
-            resp = ", ".join(f"{v:.2f}" for v in b["eps_mean_response_t999"])
+            resp = ", ".join(f"{v:.3f}" for v in b["eps_mean_response_t999"])
             row("toy-faces", "eps answers a shift of the image mean at t=999 (R, G, B; right answer ~1)", resp, "", None)
         row("toy-faces", "valid faces among held-out real faces (reference)", f"{b['valid_rate_real']:.3f}", "", None)
         row("toy-faces", "probe FID samples vs held-out", f"{b['probe_fid_samples_vs_real']:.3f}", "", None)
