@@ -221,3 +221,13 @@ def test_edit_with_missing_weights_is_one_line_error(world, tmp_path, monkeypatc
     line = assert_one_line_error(result, 1)
     assert model in line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_ddim_steps_default_per_model():
+    from hspace.cli.common import ddim_steps_for
+
+    assert ddim_steps_for("toy-faces", None) == 100  # 40 steps blow up some toy-faces reconstructions
+    assert ddim_steps_for(" Toy-Faces ", None) == 100
+    assert ddim_steps_for("tiny-random", None) == 40  # the paper's
+    assert ddim_steps_for("google/ddpm-ema-celebahq-256", None) == 40
+    assert ddim_steps_for("toy-faces", 12) == 12  # the user's choice wins

@@ -48,8 +48,8 @@ def edit_command(
     output: common.OutputDirOption,
     input: common.InputOption = None,
     extra_inputs: common.ExtraInputs = None,
-    steps: Annotated[int, typer.Option("--steps", metavar="N", help=common.STEPS_HELP)] = 40,
-    inv_steps: Annotated[int, typer.Option("--inv-steps", metavar="N", help=common.INV_STEPS_HELP)] = 40,
+    steps: Annotated[Optional[int], typer.Option("--steps", metavar="N", help=common.STEPS_HELP, show_default=False)] = None,
+    inv_steps: Annotated[Optional[int], typer.Option("--inv-steps", metavar="N", help=common.INV_STEPS_HELP, show_default=False)] = None,
     t_edit: Annotated[
         Optional[int],
         typer.Option("--t-edit", metavar="T", help="Edit where t >= T_EDIT (0..999). Default: from the direction files, else the model's interval preset (known models, e.g. google/ddpm-ema-celebahq-256 -> celeba), else 500.", show_default=False),
@@ -87,7 +87,7 @@ def edit_command(
     if strengths is not None and len(specs) != 1:
         raise common.fail(f"--sweep needs exactly one --direction, got {len(specs)}")
     config = EditConfig(
-        n_inv_steps=inv_steps, n_steps=steps, t_edit=t_edit, t_boost=t_boost, seed=seed, batch_size=batch_size,
+        n_inv_steps=common.ddim_steps_for(model, inv_steps), n_steps=common.ddim_steps_for(model, steps), t_edit=t_edit, t_boost=t_boost, seed=seed, batch_size=batch_size,
         precision="bf16" if bf16 else "fp32", progress=common.progress(),
     )
     paths = common.gather_inputs(input, extra_inputs)

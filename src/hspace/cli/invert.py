@@ -35,7 +35,7 @@ def invert_command(
     output: common.OutputDirOption,
     input: common.InputOption = None,
     extra_inputs: common.ExtraInputs = None,
-    steps: Annotated[int, typer.Option("--steps", metavar="N", help="DDIM steps of the inversion and of the reconstruction.")] = 40,
+    steps: Annotated[Optional[int], typer.Option("--steps", metavar="N", help="DDIM steps of the inversion and of the reconstruction (default: the paper's 40; 100 for toy-faces).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per network batch.")] = 4,
     reconstruct: Annotated[
         bool, typer.Option("--reconstruct/--no-reconstruct", help="Generate back from x_T and report PSNR vs the input.")
@@ -49,6 +49,7 @@ def invert_command(
     from ..metrics import psnr
     from ..outputs import prepare_output_dir, run_record, safe_path, write_json
 
+    steps = common.ddim_steps_for(model, steps)
     config = EditConfig(n_inv_steps=steps, n_steps=steps, batch_size=batch_size, progress=common.progress())
     paths = common.gather_inputs(input, extra_inputs)
     common.check_output_dir(output, overwrite)
