@@ -92,9 +92,10 @@ def face_images(seed: int, n: int, start: int = 0, supersample: int = 4) -> torc
     return torch.stack([image_to_tensor(render_array(factors_for(seed, start + i), 64, supersample)) for i in range(n)])
 
 
-def shipped_direction_path(name: str) -> Optional[Path]:
-    """The shipped file of direction ``name`` (``smiling``, ``glasses``, ...) or None."""
-    path = DIRECTIONS_DIR / f"{name}.safetensors"
+def shipped_direction_path(name: str, folder: Optional[Path] = None) -> Optional[Path]:
+    """The file of direction ``name`` (``smiling``, ``glasses``, ...) in ``folder`` (default the
+    shipped :data:`DIRECTIONS_DIR`), or None when there is none."""
+    path = (DIRECTIONS_DIR if folder is None else Path(folder)) / f"{name}.safetensors"
     return path if path.is_file() else None
 
 

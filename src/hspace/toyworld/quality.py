@@ -187,15 +187,10 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
     :data:`~hspace.toyworld.directions.TOY_DIRECTIONS` present, or ``names``) at ``strength`` on
     ``n`` held-out faces, inverted and edited with ``steps`` DDIM steps."""
     from ..directions import load_direction
-    from .directions import DIRECTIONS_DIR, TOY_DIRECTIONS, evaluate_direction
+    from .directions import DIRECTIONS_DIR, TOY_DIRECTIONS, evaluate_direction, shipped_direction_path
 
     folder = DIRECTIONS_DIR if folder is None else Path(folder)
-
-    def path_of(name: str) -> Optional[Path]:
-        p = folder / f"{name}.safetensors"
-        return p if p.is_file() else None
-
-    names = list(names) if names else [k for k in TOY_DIRECTIONS if path_of(k)]
+    names = list(names) if names else [k for k in TOY_DIRECTIONS if shipped_direction_path(k, folder)]
     if not names:
         return {"directions": {}, "passed": False, "note": f"no direction files in {folder}"}
     real, _ = render_eval_set(n, EVAL_SEED)
@@ -206,7 +201,7 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
     latents = editor.invert(real)
     results: dict[str, Any] = {}
     for name in names:
-        path = path_of(name)
+        path = shipped_direction_path(name, folder)
         if path is None:
             results[name] = {"passed": False, "note": f"no file {folder / (name + '.safetensors')}"}
             continue
