@@ -227,7 +227,7 @@ def test_ddim_steps_default_per_model():
     from hspace.cli.common import ddim_steps_for
 
     assert ddim_steps_for("toy-faces", None) == 100  # 40 steps blow up some toy-faces reconstructions
-    assert ddim_steps_for(" Toy-Faces ", None) == 100
+    assert ddim_steps_for(" toy-faces ", None) == 100
     assert ddim_steps_for("tiny-random", None) == 40  # the paper's
     assert ddim_steps_for("google/ddpm-ema-celebahq-256", None) == 40
     assert ddim_steps_for("toy-faces", 12) == 12  # the user's choice wins

@@ -188,19 +188,6 @@ INPUT_HELP = (
 STEPS_HELP = ("DDIM generation steps (default: the paper's 40; 100 for toy-faces); strengths are rescaled by "
               "train steps / this.")
 INV_STEPS_HELP = "DDIM inversion steps (float32 always; default: the paper's 40; 100 for toy-faces)."
-
-#: The paper's DDIM step count, and built-in models that need more: at 40 steps toy-faces
-#: reconstructed 40 held-out faces at 20.5 dB on average, some blown up to |x| = 9.4; at 100
-#: steps 38.1 dB (docs/toyworld.md).
-PAPER_DDIM_STEPS = 40
-MODEL_DDIM_STEPS: dict[str, int] = {"toy-faces": 100}
-
-
-def ddim_steps_for(model: str, steps: Optional[int]) -> int:
-    """``steps`` when given, else the model's default step count (:data:`MODEL_DDIM_STEPS`, else 40)."""
-    if steps is not None:
-        return steps
-    return MODEL_DDIM_STEPS.get(str(model).strip().lower(), PAPER_DDIM_STEPS)
 OVERWRITE_HELP = "Write into an existing non-empty output folder / replace an existing file (never an input)."
 BF16_HELP = "Run the U-Net under bf16 autocast (2-5x faster on CPUs with AMX; outputs move ~1%). Default: float32."
 SEED_HELP = "Noise seed; image i uses seed + i, so batching never changes results."
@@ -369,3 +356,18 @@ def clip_for_model(clip: str | None, model: str) -> str:
     chosen = "toy-clip" if model == "toy-faces" else DEFAULT_CLIP_ID
     notice(f"CLIP: {chosen} (the default for --model {model}; choose another with --clip)")
     return chosen
+
+
+#: The paper's DDIM step count, and built-in models that need more: at 40 steps toy-faces
+#: reconstructed 40 held-out faces at 20.5 dB on average, some blown up to |x| = 9.4; at 100
+#: steps 38.1 dB (docs/toyworld.md).
+PAPER_DDIM_STEPS = 40
+MODEL_DDIM_STEPS: dict[str, int] = {"toy-faces": 100}
+
+
+def ddim_steps_for(model: str, steps: Optional[int]) -> int:
+    """``steps`` when given, else the model's default step count (:data:`MODEL_DDIM_STEPS`, else 40).
+    Names match as ``load_backbone`` matches them: exactly, after stripping spaces."""
+    if steps is not None:
+        return steps
+    return MODEL_DDIM_STEPS.get(str(model).strip(), PAPER_DDIM_STEPS)

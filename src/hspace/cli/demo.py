@@ -120,7 +120,7 @@ def demo_command(
         notice(f"toy world not available ({missing}); running on 'tiny-random' instead")
     if model == "toy-faces" or (model is None and not missing):
         out = prepare_output_dir(output, overwrite=overwrite)
-        return _toy_demo(out, overwrite, start, steps or 40)
+        return _toy_demo(out, overwrite, start, steps or common.PAPER_DDIM_STEPS)  # not 100: the 5-minute budget
     steps = steps or 20
     out = prepare_output_dir(output, overwrite=overwrite)
     say("hspace demo on the built-in 'tiny-random' model. Its weights (and the tiny CLIP's) are RANDOM:")

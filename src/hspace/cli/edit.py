@@ -87,7 +87,8 @@ def edit_command(
     if strengths is not None and len(specs) != 1:
         raise common.fail(f"--sweep needs exactly one --direction, got {len(specs)}")
     config = EditConfig(
-        n_inv_steps=common.ddim_steps_for(model, inv_steps), n_steps=common.ddim_steps_for(model, steps), t_edit=t_edit, t_boost=t_boost, seed=seed, batch_size=batch_size,
+        n_inv_steps=common.ddim_steps_for(model, inv_steps), n_steps=common.ddim_steps_for(model, steps),
+        t_edit=t_edit, t_boost=t_boost, seed=seed, batch_size=batch_size,
         precision="bf16" if bf16 else "fp32", progress=common.progress(),
     )
     paths = common.gather_inputs(input, extra_inputs)
