@@ -167,3 +167,38 @@ def test_bad_configs_are_refused():
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="t_edit"):
         TrainConfig(t_edit=1200)
+
+
+class RecordingObjective(nn.Module):
+    """Brightness, recording the largest |P_t(e~)| it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.seen = brightness_objective(), []
+
+    def prepare(self, sources):
+        return self.inner.prepare(sources)
+
+    def forward(self, p_edit, x0_src, state):
+        self.seen.append(p_edit.detach().abs().max().item())
+        return self.inner(p_edit, x0_src, state)
+
+
+def test_data_from_noise_clips_where_the_model_config_asks(tiny_backbone):
+    from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
+
+    # a random U-Net is no denoiser: unclipped, its P_t leave [-1, 1] by far
+    plain = Trainer(tiny_backbone, brightness_objective(), TrainConfig(**CFG)).data_from_noise(2)
+    assert not plain.clip_x0 and max(v.abs().max().item() for v in plain.x0_src.values()) > 1.5
+    clipping = DiffusersUNetBackbone(tiny_backbone.unet, schedule_config={"clip_sample": True})
+    objective = RecordingObjective()
+    trainer = Trainer(clipping, objective, TrainConfig(**CFG))
+    data = trainer.data_from_noise(2)
+    assert data.clip_x0
+    assert torch.equal(data.latents, plain.latents)
+    b = trainer.config.batch_size  # batched as the trainer does: a random U-Net amplifies rounding
+    expected = torch.cat([generate(clipping, data.latents[i : i + b], CFG["n_train_steps"], clip_x0=True) for i in range(0, 2, b)])
+    assert torch.equal(data.sources, expected)
+    assert all(v.abs().max().item() <= 1.0 for v in data.x0_src.values())
+    trainer.train(data)
+    assert objective.seen and max(objective.seen) <= 1.0

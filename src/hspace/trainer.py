@@ -25,7 +25,7 @@ from .backbones.base import Backbone
 from .directions import Direction, GlobalDirection, ImplicitDirection, PerStepDirection
 from .objectives.base import Objective
 from .precision import Precision, check_precision, network_autocast, prepare_backbone_for, to_memory_format
-from .sampler import direction_term, generate, predict_x0
+from .sampler import direction_term, generate, model_clips_x0, predict_x0
 from .schedule import abar_at, ddim_grid, ddim_train_grid, generation_pairs
 
 __all__ = ["TrainConfig", "TrainOutput", "Trainer", "TrainingData", "DIRECTION_KINDS"]
@@ -96,11 +96,14 @@ class TrainingData:
         latents: x_T ``[N, 3, S, S]``.
         sources: the images the edit starts from ``[N, 3, S, S]`` (inputs, or the unedited samples).
         x0_src: ``{t: P_t}`` of the unedited trajectory, each ``[N, 3, S, S]``.
+        clip_x0: step with P_t clamped to [-1, 1], as sampling from noise does where the
+            model's config asks (:func:`hspace.sampler.model_clips_x0`); never for inverted images.
     """
 
     latents: torch.Tensor
     sources: torch.Tensor
     x0_src: dict[int, torch.Tensor]
+    clip_x0: bool = False
 
 
 @dataclass
@@ -155,8 +158,8 @@ class Trainer:
 
     # ---- data that is computed once ------------------------------------------------------
     @torch.no_grad()
-    def _unedited_x0s(self, latents: torch.Tensor) -> dict[int, torch.Tensor]:
-        """P_t of the unedited DDIM trajectory at every training t (float32)."""
+    def _unedited_x0s(self, latents: torch.Tensor, clip_x0: bool = False) -> dict[int, torch.Tensor]:
+        """P_t of the unedited DDIM trajectory at every training t (float32), clamped with ``clip_x0``."""
         ac = self.backbone.alphas_cumprod
         out: dict[int, torch.Tensor] = {}
         x = latents.float()
@@ -167,6 +170,8 @@ class Trainer:
             tt = torch.full((x.shape[0],), float(t))
             eps = self.backbone.eps(x, tt).float()
             out[t] = predict_x0(x, eps, abar_at(ac, t))
+            if clip_x0:
+                out[t] = out[t].clamp(-1, 1)
             x = abar_at(ac, t_next).sqrt() * out[t] + direction_term(eps, abar_at(ac, t_next))
         return out
 
@@ -175,15 +180,20 @@ class Trainer:
         return TrainingData(latents.float(), sources.float(), self._unedited_x0s(latents))
 
     def data_from_noise(self, n: int) -> TrainingData:
-        """Training data from x_T ~ N(0, I) (seeded); each source is its own unedited sample."""
+        """Training data from x_T ~ N(0, I) (seeded); each source is its own unedited sample.
+
+        P_t is clamped to [-1, 1] throughout where the model's config asks (``clip_sample``), as
+        :meth:`hspace.editor.Editor.sample` does: without it such a model's samples can saturate.
+        """
         s = self.backbone.image_size
         g = torch.Generator().manual_seed(self.config.seed)
         latents = torch.randn(n, self.backbone.in_channels, s, s, generator=g)
+        clip = model_clips_x0(self.backbone)
         sources = torch.cat([
-            generate(self.backbone, latents[i : i + self.config.batch_size], self.config.n_train_steps)
+            generate(self.backbone, latents[i : i + self.config.batch_size], self.config.n_train_steps, clip_x0=clip)
             for i in range(0, n, self.config.batch_size)
         ])
-        return TrainingData(latents, sources, self._unedited_x0s(latents))
+        return TrainingData(latents, sources, self._unedited_x0s(latents, clip), clip)
 
     # ---- checkpoints --------------------------------------------------------------------
     def _save_checkpoint(self, path: Path, state: dict[str, Any], opt: torch.optim.Optimizer) -> None:
@@ -266,6 +276,8 @@ class Trainer:
                     dh = self.direction(enc.h, tt, enc.temb)
                     eps_edit = bb.decode(enc, enc.h + dh.to(enc.h.dtype)).float()
                 p_edit = predict_x0(x, eps_edit, a)
+                if data.clip_x0:
+                    p_edit = p_edit.clamp(-1, 1)
                 out = self.objective(p_edit, data.x0_src[t][sl], states[k % len(batches)])
                 if not torch.isfinite(out.loss):
                     raise FloatingPointError(f"loss became {out.loss.item()} at t={t}; lower the learning rate (now {cfg.lr})")
