@@ -22,7 +22,7 @@ from hspace.analysis import (
 )
 from hspace.analysis.factors import Target, success_rate
 from hspace.analysis.runs import Recording, reverse
-from hspace.analysis.shipped import shipped_direction_files
+from hspace.shipped import shipped_direction_files
 from hspace.backbones.registry import load_backbone
 from hspace.cli.main import app
 from hspace.directions import GlobalDirection, ImplicitDirection, load_direction, save_direction
@@ -263,3 +263,13 @@ def test_deterministic_and_composition_skipped_with_one_direction(tiny, directio
     assert comp.status == "skipped" and "two directions" in comp.reason
     assert (out / comp.plot_file).read_bytes()[:8] == PNG_MAGIC
     assert "not measured" in (out / "report.md").read_text()
+
+
+def test_analysis_steps_follow_the_models_own_step_count():
+    from hspace.cli.analyze import analysis_steps
+    from hspace.cli.common import MODEL_DDIM_STEPS
+
+    assert analysis_steps("toy-faces", None) == MODEL_DDIM_STEPS["toy-faces"] == 100
+    assert analysis_steps(" toy-faces ", None) == 100
+    assert analysis_steps("toy-faces", 12) == 12  # --steps always wins
+    assert analysis_steps("tiny-random", None) is None  # the preset's count

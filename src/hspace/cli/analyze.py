@@ -40,8 +40,17 @@ def register(app: typer.Typer) -> None:
     app.command("analyze", help=HELP, short_help=SHORT_HELP)(analyze_command)
 
 
+def analysis_steps(model: str, steps: Optional[int]) -> Optional[int]:
+    """``--steps`` when given; else the model's own DDIM step count where it has one
+    (:data:`~hspace.cli.common.MODEL_DDIM_STEPS`: fewer steps break its reconstructions, and the
+    experiments would measure those failures); else None (the preset's 10 or 20)."""
+    if steps is not None:
+        return steps
+    return common.MODEL_DDIM_STEPS.get(str(model).strip())
+
+
 def _directions(specs: list[str], model: str, backbone) -> list[tuple[str, object, float, str]]:
-    from ..analysis.shipped import DIRECTIONS_DIR, shipped_direction_files
+    from ..shipped import DIRECTIONS_DIR, shipped_direction_files
     from ..directions import load_direction
 
     pairs = [common.parse_direction_spec(s) for s in specs]
@@ -79,9 +88,9 @@ def analyze_command(
                      "strength (default 1). Repeat for several. "
                      "Default: the directions shipped for --model.", show_default=False),
     ] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="CI-sized run (8 images, 10 steps, 2 directions, 1 pair): a few minutes on one CPU core. Default: the fuller run (12 images, 20 steps, up to 5 directions).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="CI-sized run (8 images, 10 steps, 2 directions, 1 pair): a few minutes on one CPU core (toy-faces runs 100 steps: about 13 min). Default: the fuller run (12 images, 20 steps, up to 5 directions).")] = False,
     n_images: Annotated[Optional[int], typer.Option("--n-images", metavar="N", help="Toy faces per experiment (>= 3). Default: 8 with --quick, else 12.", show_default=False)] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", metavar="N", help="DDIM inversion and generation steps. Default: 10 with --quick, else 20.", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", metavar="N", help="DDIM inversion and generation steps. Default: the model's own step count where it needs more (toy-faces: 100), else 10 with --quick and 20 without.", show_default=False)] = None,
     t_edit: Annotated[Optional[int], typer.Option("--t-edit", metavar="T", help="t_edit for every direction (0..999). Default: each direction file's, else the model's preset, else 500.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the faces (toy-world held-out seed + N) and of every noise draw.")] = 0,
     threads: Annotated[int, typer.Option("--threads", metavar="N", help="torch threads (0: torch's default). 1 is safest on a busy small CPU.")] = 1,
@@ -102,6 +111,7 @@ def analyze_command(
     overrides: dict = {"seed": seed, "t_edit": t_edit}
     if n_images is not None:
         overrides["n_images"] = n_images
+    steps = analysis_steps(model, steps)
     if steps is not None:
         overrides["n_steps"] = overrides["n_inv_steps"] = steps
     config = AnalysisConfig.quick_preset(**overrides) if quick else AnalysisConfig.full_preset(**overrides)

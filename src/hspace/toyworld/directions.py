@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..shipped import DIRECTIONS_DIR as SHIPPED_DIRECTIONS_DIR
 from .faces import factors_for, render_array
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "evaluate_direction",
 ]
 
-DIRECTIONS_DIR = Path(__file__).resolve().parents[1] / "data" / "directions" / "toy-faces"
+DIRECTIONS_DIR = SHIPPED_DIRECTIONS_DIR / "toy-faces"
 TRAIN_SEED = 2  # faces the shipped directions train on (the probe trains on 0, evaluations use EVAL_SEED)
 TRAIN_COMMAND = "hspace toyworld train-directions"
 

@@ -1,4 +1,4 @@
-"""The direction files shipped for a built-in model (``hspace/data/directions/<model>/``)."""
+"""The direction files shipped for the built-in models (``hspace/data/directions/<model>/``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 __all__ = ["DIRECTIONS_DIR", "PREFERRED_ORDER", "shipped_direction_files"]
 
 #: Where shipped direction files live, one folder per built-in model name.
-DIRECTIONS_DIR = Path(__file__).resolve().parents[1] / "data" / "directions"
+DIRECTIONS_DIR = Path(__file__).resolve().parent / "data" / "directions"
 
 #: Shipped toy directions come first in this order (``--quick`` analyses the first two).
 PREFERRED_ORDER: tuple[str, ...] = ("smiling", "glasses", "blond", "eyes_closed", "hat", "beard")
