@@ -256,7 +256,7 @@ def check_command(
             backbone = _need("toy-faces", lambda: load_backbone("toy-faces"))
             # bf16 generation (inversion stays float32): at 100 steps it kept every factor of the
             # unedited reconstructions as float32 did, 2-3x faster
-            results[c] = quality.check_directions(backbone, probe, n=n["dirs"], precision="bf16", progress=progress(),
+            results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(),
                                                   log=notice)
         seconds[c] = round(time.perf_counter() - t0, 1)
         passed = results[c].get("passed")

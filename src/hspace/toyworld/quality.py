@@ -180,12 +180,14 @@ DIRECTION_CHECK_STEPS = 100
 
 
 def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[str]] = None, n: int = 100,
-                     strength: float = 1.0, precision: str = "fp32", progress: bool = True,
+                     strength: float = 1.0, precision: str = "bf16", progress: bool = True,
                      log: Log = print, folder: Optional[Path] = None,
                      steps: int = DIRECTION_CHECK_STEPS) -> dict[str, Any]:
     """Each direction file ``<folder>/<name>.safetensors`` (default: the shipped ones; all of
     :data:`~hspace.toyworld.directions.TOY_DIRECTIONS` present, or ``names``) at ``strength`` on
-    ``n`` held-out faces, inverted and edited with ``steps`` DDIM steps."""
+    ``n`` held-out faces, inverted and edited with ``steps`` DDIM steps. ``precision`` is the
+    generation's (inversion is always float32); bf16 by default, so ``hspace toyworld check`` and
+    the eval.json that ``train-directions`` writes judge alike."""
     from ..directions import load_direction
     from .directions import DIRECTIONS_DIR, TOY_DIRECTIONS, evaluate_direction, shipped_direction_path
 
