@@ -10,7 +10,8 @@ from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
 from hspace.cli.main import app
 from hspace.directions import GlobalDirection
 from hspace.editor import EditConfig, Editor
-from hspace.toyworld.directions import TOY_DIRECTIONS, face_images
+from hspace.toyworld.directions import TOY_DIRECTIONS, face_images, mean_colour_change, target_twin
+from hspace.toyworld.faces import factors_for, with_factor
 from hspace.toyworld.probe import PROBE_DIR, load_probe
 from hspace.toyworld.quality import check_inversion, valid_faces
 
@@ -56,8 +57,14 @@ def test_null_direction_changes_no_factor(probe):
     latents = editor.invert(faces)
     recon = editor.reconstruct(latents)
     zero = GlobalDirection.for_backbone(backbone, torch.zeros(backbone.h_shape), t_edit=500)
-    rep = evaluate_direction(editor, probe, zero, latents, recon, "glasses")
+    factors = [factors_for(1_000_003, i) for i in range(4)]
+    rep = evaluate_direction(editor, probe, zero, latents, recon, "glasses", reconstructions=recon.clamp(-1, 1),
+                             factors=factors)
     assert rep["n"] == 4 and rep["min_preserved"] == 1.0
+    colour = rep["mean_colour"]
+    assert colour["n"] == sum(not f.glasses for f in factors)
+    if colour["n"]:
+        assert colour["edit_abs"] < 1e-5 and colour["needed_abs"] > 0
     assert rep["success_rate"] in (0.0, None)  # None only when every face already wears glasses
     assert rep["passed"] is False
 
@@ -148,3 +155,30 @@ def test_mean_response_is_one_for_an_exact_denoiser_and_zero_for_a_colour_blind_
     assert all(abs(v - 1) < 1e-3 for v in exact), exact
     blind = DiffusersUNetBackbone(make_tiny_unet(block_out_channels=(32, 64, 64), norm_num_groups=32))
     assert all(abs(v) < 0.05 for v in mean_response(blind))
+
+
+def test_target_twin_is_the_exact_edit_or_none():
+    f = with_factor(factors_for(1_000_003, 0), glasses=False, hair_color="brown", smile=0.0)
+    assert target_twin(f, "glasses") == with_factor(f, glasses=True)
+    assert target_twin(f, "glasses", strength=-1.0) is None  # already without glasses
+    assert target_twin(f, "blond") == with_factor(f, hair_color="blond")
+    assert target_twin(f, "blond", strength=-1.0) is None  # "not blond" has no single answer
+    assert target_twin(f, "smiling").smile == pytest.approx(0.8)
+    assert target_twin(f, "smiling", strength=-1.0).smile == pytest.approx(-0.8)
+    assert target_twin(with_factor(f, smile=0.9), "smiling") is None
+
+
+def test_mean_colour_change_compares_the_edit_with_the_exact_edit():
+    from hspace.toyworld.dataset import image_to_tensor
+    from hspace.toyworld.faces import render_array
+
+    factors = [with_factor(factors_for(1_000_003, i), hair_color=c) for i, c in enumerate(["black", "brown", "blond"])]
+    src = torch.stack([image_to_tensor(render_array(f)) for f in factors])
+    exact = torch.stack([image_to_tensor(render_array(with_factor(f, hair_color="blond"))) for f in factors])
+    done = mean_colour_change(src, src, exact, factors, "blond")
+    assert done["n"] == 2  # the blond face has nothing to change
+    assert done["edit_mean"] == pytest.approx(done["needed_mean"], abs=1e-6)
+    assert done["needed_mean"] > 0.01  # blond hair is brighter than black or brown
+    kept = mean_colour_change(src, src, src + 0.0, factors, "blond")  # an edit that moved nothing
+    assert kept["edit_abs"] == 0.0 and kept["needed_mean"] == pytest.approx(done["needed_mean"])
+    assert mean_colour_change(src[2:], src[2:], src[2:], factors[2:], "blond") == {"n": 0}

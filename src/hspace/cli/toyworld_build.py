@@ -196,6 +196,10 @@ def _markdown(results: dict[str, Any]) -> str:
                 "-" if rate is None else f"{rate:.3f}", ">= 0.9", rate is not None and rate >= 0.9)
             row("directions", f"{name}: worst other factor kept ({r.get('worst_factor', '?')})",
                 f"{r['min_preserved']:.3f}", ">= 0.9", r["min_preserved"] >= 0.9)
+            colour = r.get("mean_colour") or {}
+            if colour.get("n"):
+                row("directions", f"{name}: mean image colour moved, edit vs exact edit (n={colour['n']})",
+                    f"{colour['edit_mean']:+.4f} vs {colour['needed_mean']:+.4f}", "", None)
     return "\n".join(lines) + "\n"
 
 

@@ -19,12 +19,12 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
 from ..shipped import DIRECTIONS_DIR as SHIPPED_DIRECTIONS_DIR
-from .faces import factors_for, render_array
+from .faces import FaceFactors, factors_for, render_array, with_factor
 
 __all__ = [
     "DIRECTIONS_DIR",
@@ -36,6 +36,8 @@ __all__ = [
     "shipped_direction_path",
     "train_direction",
     "evaluate_direction",
+    "target_twin",
+    "mean_colour_change",
 ]
 
 DIRECTIONS_DIR = SHIPPED_DIRECTIONS_DIR / "toy-faces"
@@ -117,16 +119,70 @@ def train_direction(backbone, encoder, spec: ToyDirection, recipe: DirectionReci
     return trainer.train(trainer.data_from_latents(latents, images), checkpoint=checkpoint)
 
 
+#: The smile of the exact "smiling" edit (the probe's success rule asks for >= 0.5 or a 0.3 step).
+TWIN_SMILE = 0.8
+
+
+def target_twin(factors: FaceFactors, judged_as: str, strength: float = 1.0) -> Optional[FaceFactors]:
+    """``factors`` with the targeted factor set as the edit asks: the exact edit, to compare with
+    what a direction did. None when the face already meets the target, or the target only removes a
+    category (``strength < 0`` on hair colour: no single answer)."""
+    from ..evaluation.factors import resolve_toy_target
+
+    t = resolve_toy_target(judged_as, strength)
+    if t.factor == "smile":
+        value = max(factors.smile, TWIN_SMILE) if t.value == "up" else min(factors.smile, -TWIN_SMILE)
+    elif t.negated:
+        return None
+    else:
+        value = t.value
+    twin = with_factor(factors, **{t.factor: value})
+    return None if twin == factors else twin
+
+
+def mean_colour_change(sources: torch.Tensor, reconstructions: torch.Tensor, edited: torch.Tensor,
+                       factors: Sequence[FaceFactors], judged_as: str, strength: float = 1.0) -> dict[str, Any]:
+    """How far an edit moved each image's mean colour (edited - reconstruction, the mean over
+    pixels and RGB on [-1, 1]) against how far the exact edit moves it (:func:`target_twin` -
+    source), over the faces the target changes.
+
+    A model whose eps cannot follow the image mean (toy-faces: :func:`~hspace.toyworld.quality.mean_response`
+    ~0) cannot change it either, so an edit that needs a brighter or darker image (blond hair,
+    dark glasses) must fail or move colour between regions instead (skin tone, hair colour).
+    """
+    from .dataset import image_to_tensor
+
+    twins = {i: target_twin(f, judged_as, strength) for i, f in enumerate(factors)}
+    idx = [i for i, t in twins.items() if t is not None]
+    if not idx:
+        return {"n": 0}
+    exact = torch.stack([image_to_tensor(render_array(twins[i])) for i in idx])
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return x.float().mean(dim=(1, 2, 3))
+
+    made = mean(edited[idx]) - mean(reconstructions[idx])
+    needed = mean(exact) - mean(sources[idx])
+    return {"n": len(idx), "edit_mean": float(made.mean()), "needed_mean": float(needed.mean()),
+            "edit_abs": float(made.abs().mean()), "needed_abs": float(needed.abs().mean())}
+
+
 def evaluate_direction(editor, probe, direction, latents: torch.Tensor, sources: torch.Tensor, judged_as: str,
-                       strength: float = 1.0) -> dict[str, Any]:
+                       strength: float = 1.0, reconstructions: Optional[torch.Tensor] = None,
+                       factors: Optional[Sequence[FaceFactors]] = None) -> dict[str, Any]:
     """Edit inverted held-out faces at ``strength`` and judge them with the probe
     (:func:`~hspace.evaluation.factors.evaluate_toy_edit`; a negative strength reverses the target).
-    Adds ``success_rate``, ``worst_factor``, ``min_preserved`` and ``passed`` to its report."""
+    Adds ``success_rate``, ``worst_factor``, ``min_preserved`` and ``passed`` to its report, and
+    ``mean_colour`` (:func:`mean_colour_change`) when the unedited ``reconstructions`` and the
+    sources' ``factors`` are given."""
     from ..evaluation.factors import evaluate_toy_edit
 
     t0 = time.perf_counter()
     out = editor.edit(latents, [(direction, strength)])
     report = evaluate_toy_edit(probe, sources, out.images.clamp(-1, 1), judged_as, strength)
+    if reconstructions is not None and factors is not None:
+        report["mean_colour"] = mean_colour_change(sources, reconstructions, out.images.clamp(-1, 1), factors,
+                                                   judged_as, strength)
     report["strength"] = strength
     report["success_rate"] = report["success"]["rate"]
     kept = {f: p["rate"] for f, p in report["preservation"].items()}

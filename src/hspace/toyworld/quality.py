@@ -190,6 +190,7 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
     the eval.json that ``train-directions`` writes judge alike."""
     from ..directions import load_direction
     from .directions import DIRECTIONS_DIR, TOY_DIRECTIONS, evaluate_direction, shipped_direction_path
+    from .faces import factors_for
 
     folder = DIRECTIONS_DIR if folder is None else Path(folder)
     names = list(names) if names else [k for k in TOY_DIRECTIONS if shipped_direction_path(k, folder)]
@@ -201,6 +202,9 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
     editor = Editor(backbone, EditConfig(n_inv_steps=steps, n_steps=steps, batch_size=25, precision=precision,
                                          cache_latents=False, progress=progress))
     latents = editor.invert(real)
+    # unedited reconstructions and ground truth, for each edit's mean-colour change (mean_colour_change)
+    reconstructions = editor.reconstruct(latents).clamp(-1, 1)
+    factors = [factors_for(EVAL_SEED, i) for i in range(n)]
     results: dict[str, Any] = {}
     for name in names:
         path = shipped_direction_path(name, folder)
@@ -208,9 +212,12 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
             results[name] = {"passed": False, "note": f"no file {folder / (name + '.safetensors')}"}
             continue
         rep = evaluate_direction(editor, probe, load_direction(path, backbone), latents, real,
-                                 TOY_DIRECTIONS[name].judged_as, strength)
+                                 TOY_DIRECTIONS[name].judged_as, strength, reconstructions, factors)
         results[name] = rep
-        log(f"{name}: success {rep['success_rate'] or 0:.2f}, worst preserved {rep['min_preserved']:.2f} "
+        colour = rep["mean_colour"]
+        moved = (f", mean colour moved {colour['edit_mean']:+.3f} (exact edit: {colour['needed_mean']:+.3f})"
+                 if colour["n"] else "")
+        log(f"{name}: success {rep['success_rate'] or 0:.2f}, worst preserved {rep['min_preserved']:.2f}{moved} "
             f"({'ok' if rep['passed'] else 'BELOW BAR'})")
     return {"n": n, "strength": strength, "ddim_steps": steps, "precision": precision, "directions": results,
             "passed": all(r.get("passed", False) for r in results.values())}
