@@ -130,6 +130,29 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         train_unet(tiny_recipe(steps=8, lr=1e-3), checkpoint_dir=tmp_path / "b", resume=True, progress=False)
 
 
+def test_lowfreq_term_starts_at_its_step_and_a_plain_run_resumes_into_it(tmp_path):
+    plain = train_unet(tiny_recipe(steps=4), checkpoint_dir=tmp_path / "plain", progress=False,
+                       checkpoint_every_minutes=None)
+    late = train_unet(tiny_recipe(steps=4, lowfreq_weight=5.0, lowfreq_from_step=2), checkpoint_dir=tmp_path / "late",
+                      progress=False, checkpoint_every_minutes=None)
+    early = train_unet(tiny_recipe(steps=4, lowfreq_weight=5.0), checkpoint_dir=tmp_path / "early", progress=False,
+                       checkpoint_every_minutes=None)
+    assert late.losses[:2] == plain.losses[:2] and late.losses[2] > plain.losses[2]
+    assert early.losses[0] > plain.losses[0]
+    # a plain run stopped at step 2 continues under the recipe whose term starts at step 2, exactly
+    train_unet(tiny_recipe(steps=4), checkpoint_dir=tmp_path / "mixed", progress=False, stop_at_step=2,
+               checkpoint_every_minutes=None)
+    rest = train_unet(tiny_recipe(steps=4, lowfreq_weight=5.0, lowfreq_from_step=2), checkpoint_dir=tmp_path / "mixed",
+                      resume=True, progress=False, checkpoint_every_minutes=None)
+    assert rest.losses == late.losses[2:]
+    # ... but not under one whose term was on before the checkpoint's step
+    train_unet(tiny_recipe(steps=4), checkpoint_dir=tmp_path / "stopped", progress=False, stop_at_step=2,
+               checkpoint_every_minutes=None)
+    with pytest.raises(ValueError, match="lowfreq_weight"):
+        train_unet(tiny_recipe(steps=4, lowfreq_weight=5.0, lowfreq_from_step=1), checkpoint_dir=tmp_path / "stopped",
+                   resume=True, progress=False)
+
+
 def test_export_loads_back_and_matches_the_ema_model(tmp_path):
     r = tiny_recipe(steps=3)
     res = train_unet(r, checkpoint_dir=tmp_path / "ck", out_dir=tmp_path / "model", progress=False)

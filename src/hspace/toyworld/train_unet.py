@@ -137,6 +137,9 @@ class Recipe:
     # samples without face structure at that step (docs/toyworld.md).
     lowfreq_weight: float = 0.0
     lowfreq_cap: float = 1000.0
+    # the term is added from this step on: the plain loss first learns the faces' structure,
+    # which a strong low-frequency term from step 0 held back.
+    lowfreq_from_step: int = 0
     precision: str = "bf16"  # "bf16" (autocast, fp32 master weights) or "fp32"
     channels_last: bool = False  # slower here: GroupNorm backward in channels_last dominates
 
@@ -170,8 +173,9 @@ class Recipe:
             raise ValueError(f"bad lr/ema_decay/warmup: {self.lr}, {self.ema_decay}, {self.warmup_steps}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
-        if not (self.lowfreq_weight >= 0 and self.lowfreq_cap > 0):
-            raise ValueError(f"lowfreq_weight must be >= 0 and lowfreq_cap > 0, got {self.lowfreq_weight}, {self.lowfreq_cap}")
+        if not (self.lowfreq_weight >= 0 and self.lowfreq_cap > 0 and self.lowfreq_from_step >= 0):
+            raise ValueError("lowfreq_weight and lowfreq_from_step must be >= 0 and lowfreq_cap > 0, got "
+                             f"{self.lowfreq_weight}, {self.lowfreq_from_step}, {self.lowfreq_cap}")
         if self.seed < 0 or self.data_seed < 0:
             raise ValueError("seed and data_seed must be >= 0")
 
@@ -433,13 +437,26 @@ class TrainResult:
     train_seconds_total: float  #: over all runs (from the checkpoints)
 
 
-def _check_resumable(saved: Recipe, recipe: Recipe) -> None:
+def _lowfreq_off_before(recipe: Recipe, step: int) -> bool:
+    """Whether ``recipe``'s low-frequency term was off for every step before ``step``."""
+    return recipe.lowfreq_weight == 0 or recipe.lowfreq_from_step >= step
+
+
+def _check_resumable(saved: Recipe, recipe: Recipe, step: int) -> None:
+    """Refuse to resume a checkpoint made at ``step`` under a recipe whose first ``step`` steps
+    differ from ``recipe``'s. ``steps`` may always change; the low-frequency fields may change while
+    the term is off before ``step`` under both recipes (those steps are then the same)."""
     a, b = saved.to_json(), recipe.to_json()
-    a.pop("steps"), b.pop("steps")
+    free = ["steps"]
+    if _lowfreq_off_before(saved, step) and _lowfreq_off_before(recipe, step):
+        free += ["lowfreq_weight", "lowfreq_cap", "lowfreq_from_step"]
+    for k in free:
+        a.pop(k, None), b.pop(k, None)
     diff = {k: (a[k], b[k]) for k in a if a[k] != b.get(k)}
     if diff:
         raise ValueError(
-            "the checkpoint was made with a different recipe (only `steps` may change on resume): "
+            f"the checkpoint (step {step}) was made with a recipe whose steps so far differ from this one "
+            "(`steps` may change on resume, and the low-frequency fields while that term has not started): "
             + "; ".join(f"{k}: checkpoint {v[0]!r} vs now {v[1]!r}" for k, v in diff.items())
         )
 
@@ -504,8 +521,8 @@ def train_unet(
         if existing is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir} (no latest.json); start without --resume")
         state = json.loads((existing / "state.json").read_text(encoding="utf-8"))
-        _check_resumable(Recipe.from_json(state["recipe"]), recipe)
         step = int(state["step"])
+        _check_resumable(Recipe.from_json(state["recipe"]), recipe, step)
         prior_seconds = float(state.get("train_seconds_total", 0.0))
         _load_into(model, load_file(str(existing / "model.safetensors")), "model.safetensors")
         _load_into(ema, load_file(str(existing / "ema.safetensors")), "ema.safetensors")
@@ -569,7 +586,8 @@ def train_unet(
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(recipe, step)
             loss = diffusion_loss(model, x0, t, noise, acp_dev, bf16=bf16, channels_last=recipe.channels_last,
-                                  lowfreq_weight=recipe.lowfreq_weight, lowfreq_cap=recipe.lowfreq_cap)
+                                  lowfreq_weight=recipe.lowfreq_weight if step >= recipe.lowfreq_from_step else 0.0,
+                                  lowfreq_cap=recipe.lowfreq_cap)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint is intact")
             optimizer.zero_grad(set_to_none=True)
