@@ -153,6 +153,15 @@ def test_mean_response_is_one_for_an_exact_denoiser_and_zero_for_a_colour_blind_
 
     exact = mean_response(ClosedFormBackbone())
     assert all(abs(v - 1) < 1e-3 for v in exact), exact
+    # ... and at every t what the closed form says: pixels iid N(0, s^2), so the image mean's
+    # variance is s^2 / pixels
+    from hspace.toyworld.quality import ideal_mean_response
+
+    bb = ClosedFormBackbone()
+    for t in (999, 800, 600, 300):
+        want = ideal_mean_response(bb.alphas_cumprod, t, bb.s**2 / 64, 64).item()
+        assert mean_response(bb, t=t) == pytest.approx([want] * 3, rel=1e-3), t
+    assert ideal_mean_response(bb.alphas_cumprod, 300, bb.s**2 / 64, 64).item() < 0.9
     blind = DiffusersUNetBackbone(make_tiny_unet(block_out_channels=(32, 64, 64), norm_num_groups=32))
     assert all(abs(v) < 0.05 for v in mean_response(blind))
 

@@ -166,7 +166,13 @@ def _markdown(results: dict[str, Any]) -> str:
         clip = ", P_t clipped to [-1, 1]" if b.get("clip_x0") else ""
         row("toy-faces", f"valid faces, {b['n']} samples x {b['ddim_steps']} DDIM steps{clip}", f"{b['valid_rate']:.3f}",
             ">= 0.9", b["passed"])
-        if "eps_mean_response_t999" in b:
+        if "eps_mean_response" in b:
+            for t, r in b["eps_mean_response"].items():
+                model = ", ".join(f"{v:.2f}" for v in r["model"])
+                ideal = ", ".join(f"{v:.2f}" for v in r["ideal"])
+                row("toy-faces", f"eps follows a shift of the image mean at t={t} (R, G, B): model / exact denoiser",
+                    f"{model} / {ideal}", "", None)
+        elif "eps_mean_response_t999" in b:
             resp = ", ".join(f"{v:.3f}" for v in b["eps_mean_response_t999"])
             row("toy-faces", "eps answers a shift of the image mean at t=999 (R, G, B; right answer ~1)", resp, "", None)
         row("toy-faces", "valid faces among held-out real faces (reference)", f"{b['valid_rate_real']:.3f}", "", None)

@@ -28,7 +28,7 @@ import torch
 
 from .probe import EVAL_SEED, AttributeProbe, evaluate_probe, probe_fid, render_eval_set
 
-__all__ = ["DIRECTION_CHECK_STEPS", "mean_response", "VALID_ERROR_FACTOR", "VALID_CALIBRATION_QUANTILE", "FaceValidity", "valid_faces", "check_probe", "check_base_model",
+__all__ = ["DIRECTION_CHECK_STEPS", "mean_response", "ideal_mean_response", "mean_response_report", "MEAN_RESPONSE_TS", "VALID_ERROR_FACTOR", "VALID_CALIBRATION_QUANTILE", "FaceValidity", "valid_faces", "check_probe", "check_base_model",
            "check_inversion", "check_clip", "check_directions"]
 
 #: A sample is a *valid face* when re-rendering the probe's reading of it reproduces it: mean
@@ -99,9 +99,10 @@ def mean_response(backbone, t: int = 999, offset: float = 0.05, n: int = 8, seed
     """How much of a shift of x_t's per-channel image mean the model passes on to eps's mean,
     per channel: ``d mean(eps) * sqrt(1 - abar_t) / offset``.
 
-    At t = 999 the right answer is about 1 (x_t is almost all noise, so its mean is almost all
-    eps's mean); a model that answers about 0 cannot see the image's overall colour, and its
-    samples come out with wrong colours (see ``TOY_FACES_UNET`` for how that happened here).
+    The right answer depends on t (:func:`ideal_mean_response`): for toy faces 0.98 at t = 999,
+    where x_t is almost all noise and its mean almost all eps's, 0.63 at 800, 0.09 at 600. A
+    model that answers about 0 at large t cannot see the image's overall colour, and its samples
+    come out with wrong colours (see ``TOY_FACES_UNET`` for how that happened here).
     """
     g = torch.Generator().manual_seed(seed)
     s = backbone.image_size
@@ -109,6 +110,30 @@ def mean_response(backbone, t: int = 999, offset: float = 0.05, n: int = 8, seed
     tt = torch.full((n,), float(t))
     d = (backbone.eps(x + offset, tt) - backbone.eps(x, tt)).float().mean((0, 2, 3))
     return (d * (1 - backbone.alphas_cumprod[t]).sqrt() / offset).tolist()
+
+
+def ideal_mean_response(alphas_cumprod: torch.Tensor, t: int, mean_var: torch.Tensor | float, pixels: int
+                        ) -> torch.Tensor:
+    """What :func:`mean_response` is for the exact denoiser when each channel's image mean has
+    variance ``mean_var`` across images (Gaussian) and the noise is iid over ``pixels`` pixels:
+    ``(1 - a) / ((1 - a) + a * mean_var * pixels)`` with a = abar_t (the posterior mean of
+    eps's image mean given x_t's)."""
+    a = alphas_cumprod[t].double()
+    return ((1 - a) / ((1 - a) + a * torch.as_tensor(mean_var, dtype=torch.float64) * pixels)).float()
+
+
+#: Timesteps at which ``toyworld check`` compares the model's mean response with the ideal one.
+MEAN_RESPONSE_TS = (999, 800, 600)
+
+
+def mean_response_report(backbone, images: torch.Tensor) -> dict[str, dict[str, list[float]]]:
+    """:func:`mean_response` next to :func:`ideal_mean_response` (image-mean variance from
+    ``images`` ``[N, 3, S, S]``) at each of :data:`MEAN_RESPONSE_TS`."""
+    var = images.double().mean(dim=(2, 3)).var(dim=0)
+    pixels = images.shape[-1] * images.shape[-2]
+    return {str(t): {"model": mean_response(backbone, t=t),
+                     "ideal": ideal_mean_response(backbone.alphas_cumprod, t, var, pixels).tolist()}
+            for t in MEAN_RESPONSE_TS}
 
 
 def check_base_model(backbone, probe: AttributeProbe, n: int = 200, steps: int = 50, seed: int = 0,
@@ -129,6 +154,7 @@ def check_base_model(backbone, probe: AttributeProbe, n: int = 200, steps: int =
     return {
         "n": n, "ddim_steps": steps, "seed": seed, "clip_x0": model_clips_x0(backbone),
         "eps_mean_response_t999": mean_response(backbone),
+        "eps_mean_response": mean_response_report(backbone, real_a),
         "valid_rate": rate, "valid_rate_real": float(validity(real_a).float().mean()),
         "render_error_median": float(errors.median()), "render_error_threshold": validity.threshold,
         "bar": 0.9, "passed": rate >= 0.9,
