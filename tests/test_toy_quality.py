@@ -191,3 +191,11 @@ def test_mean_colour_change_compares_the_edit_with_the_exact_edit():
     kept = mean_colour_change(src, src, src + 0.0, factors, "blond")  # an edit that moved nothing
     assert kept["edit_abs"] == 0.0 and kept["needed_mean"] == pytest.approx(done["needed_mean"])
     assert mean_colour_change(src[2:], src[2:], src[2:], factors[2:], "blond") == {"n": 0}
+
+
+def test_check_verdict_needs_every_caption_style():
+    from hspace.cli.toyworld_build import verdict
+
+    assert verdict({"short": True, "full": False}) == "NOT passed"  # the CLIP's smile, full captions
+    assert verdict({"short": True, "full": True}) == "passed"
+    assert verdict(True) == "passed" and verdict(False) == "NOT passed" and verdict(None) == "measured"

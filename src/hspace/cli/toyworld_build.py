@@ -150,6 +150,14 @@ def train_directions_command(
     say(f"trained {len(names)} direction(s) in {train_s / 60:.1f} min -> {folder}/ (eval.json has the recipe and scores)")
 
 
+def verdict(passed: Any) -> str:
+    """One check's line: "passed", "NOT passed" or "measured" (no bar). A dict (the CLIP's, one
+    entry per caption style) passes only when every entry does."""
+    if isinstance(passed, dict):
+        passed = bool(passed) and all(passed.values())
+    return "passed" if passed else ("NOT passed" if passed is False else "measured")
+
+
 def _markdown(results: dict[str, Any]) -> str:
     """The quality table for the README / docs."""
     lines = ["| part | measure | value | bar | passed |", "|---|---|---|---|---|"]
@@ -269,8 +277,7 @@ def check_command(
             results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(),
                                                   log=notice)
         seconds[c] = round(time.perf_counter() - t0, 1)
-        passed = results[c].get("passed")
-        say(f"{c}: {'passed' if passed else ('NOT passed' if passed is False else 'measured')} ({seconds[c]:.0f} s)")
+        say(f"{c}: {verdict(results[c].get('passed'))} ({seconds[c]:.0f} s)")
     table = _markdown(results)
     (folder / "quality.md").write_text(table, encoding="utf-8")
     write_json({"results": results, "seconds": seconds, "quick": quick,
