@@ -53,6 +53,21 @@ def test_toy_faces_architecture_has_h_at_8x8():
         1000, 1e-4, 0.02, "linear", "epsilon")
 
 
+def test_one_group_recipe_keeps_h_and_lets_channel_means_through():
+    """The candidate colour fix: same h, every GroupNorm over all channels, low-frequency term on."""
+    r = RECIPES["toy-faces-1group"]()
+    r.validate()
+    assert r.lowfreq_weight > 0 and r.unet == dict(TOY_FACES_UNET, norm_num_groups=1)
+    unet = build_unet(r.unet)
+    norms = [m for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 1 for m in norms)
+    shapes = {}
+    unet.mid_block.register_forward_hook(lambda m, i, o: shapes.update(h=tuple(o.shape)))
+    with torch.no_grad():
+        unet(torch.zeros(1, 3, 64, 64), torch.tensor([10]))
+    assert shapes["h"] == (1, 192, 8, 8)
+
+
 def test_loss_finite_and_decreases_on_a_fixed_batch():
     r = tiny_recipe()
     model = build_unet(r.unet, seed=0).to(memory_format=torch.channels_last).train()

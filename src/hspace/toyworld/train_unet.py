@@ -180,9 +180,11 @@ class Recipe:
             raise ValueError("seed and data_seed must be >= 0")
 
 
-#: Named recipes: ``toy-faces`` (the shipped model) and ``tiny`` (tests, smoke runs).
+#: Named recipes: ``toy-faces`` (the shipped model), ``toy-faces-1group`` (the candidate fix for
+#: its colour blindness, for a GPU; not shipped, see docs/toyworld.md) and ``tiny`` (tests, smoke runs).
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "toy-faces": Recipe,
+    "toy-faces-1group": lambda: Recipe(unet=dict(TOY_FACES_UNET, norm_num_groups=1), steps=20000, lowfreq_weight=0.3),
     "tiny": lambda: Recipe(unet=dict(TINY_UNET), steps=200, batch_size=8, warmup_steps=10, supersample=2),
 }
 
