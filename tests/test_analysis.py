@@ -266,10 +266,11 @@ def test_deterministic_and_composition_skipped_with_one_direction(tiny, directio
 
 
 def test_analysis_steps_follow_the_models_own_step_count():
-    from hspace.cli.analyze import analysis_steps
-    from hspace.cli.common import MODEL_DDIM_STEPS
+    from hspace.cli.common import MODEL_DDIM_STEPS, ddim_steps_for
 
-    assert analysis_steps("toy-faces", None) == MODEL_DDIM_STEPS["toy-faces"] == 100
-    assert analysis_steps(" toy-faces ", None) == 100
-    assert analysis_steps("toy-faces", 12) == 12  # --steps always wins
-    assert analysis_steps("tiny-random", None) is None  # the preset's count
+    # as analyze asks: no fallback, so other models keep the preset's count
+    assert ddim_steps_for("toy-faces", None, default=None) == MODEL_DDIM_STEPS["toy-faces"] == 100
+    assert ddim_steps_for(" toy-faces ", None, default=None) == 100
+    assert ddim_steps_for("toy-faces", 12, default=None) == 12  # --steps always wins
+    assert ddim_steps_for("tiny-random", None, default=None) is None
+    assert ddim_steps_for("tiny-random", None) == 40  # edit / invert: the paper's count

@@ -40,15 +40,6 @@ def register(app: typer.Typer) -> None:
     app.command("analyze", help=HELP, short_help=SHORT_HELP)(analyze_command)
 
 
-def analysis_steps(model: str, steps: Optional[int]) -> Optional[int]:
-    """``--steps`` when given; else the model's own DDIM step count where it has one
-    (:data:`~hspace.cli.common.MODEL_DDIM_STEPS`: fewer steps break its reconstructions, and the
-    experiments would measure those failures); else None (the preset's 10 or 20)."""
-    if steps is not None:
-        return steps
-    return common.MODEL_DDIM_STEPS.get(str(model).strip())
-
-
 def _directions(specs: list[str], model: str, backbone) -> list[tuple[str, object, float, str]]:
     from ..shipped import DIRECTIONS_DIR, shipped_direction_files
     from ..directions import load_direction
@@ -111,7 +102,9 @@ def analyze_command(
     overrides: dict = {"seed": seed, "t_edit": t_edit}
     if n_images is not None:
         overrides["n_images"] = n_images
-    steps = analysis_steps(model, steps)
+    # the model's own step count where it needs more than the preset's 10 / 20 (toy-faces: fewer
+    # break its reconstructions, and the experiments would measure those failures)
+    steps = common.ddim_steps_for(model, steps, default=None)
     if steps is not None:
         overrides["n_steps"] = overrides["n_inv_steps"] = steps
     config = AnalysisConfig.quick_preset(**overrides) if quick else AnalysisConfig.full_preset(**overrides)

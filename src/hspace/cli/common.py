@@ -365,9 +365,10 @@ PAPER_DDIM_STEPS = 40
 MODEL_DDIM_STEPS: dict[str, int] = {"toy-faces": 100}
 
 
-def ddim_steps_for(model: str, steps: Optional[int]) -> int:
-    """``steps`` when given, else the model's default step count (:data:`MODEL_DDIM_STEPS`, else 40).
-    Names match as ``load_backbone`` matches them: exactly, after stripping spaces."""
+def ddim_steps_for(model: str, steps: Optional[int], default: Optional[int] = PAPER_DDIM_STEPS) -> Optional[int]:
+    """``steps`` when given, else the model's own step count (:data:`MODEL_DDIM_STEPS`), else
+    ``default`` (the paper's 40). Names match as ``load_backbone`` matches them: exactly, after
+    stripping spaces."""
     if steps is not None:
         return steps
-    return MODEL_DDIM_STEPS.get(str(model).strip(), PAPER_DDIM_STEPS)
+    return MODEL_DDIM_STEPS.get(str(model).strip(), default)

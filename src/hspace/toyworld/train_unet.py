@@ -81,8 +81,8 @@ TOY_FACES_UNET: dict[str, Any] = dict(
     up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
     # 32 groups = one channel per group at the 32-channel level: the last GroupNorm then removes
     # each channel's spatial mean, and the model cannot follow x_t's mean colour (mean_response
-    # 0.002 at t=999; ideal ~1), hence the colour-shifted samples. Tried and not shipped
-    # (docs/toyworld.md): 8 groups, with and without Recipe.lowfreq_weight.
+    # 0.002 at t=999; ideal 0.98), hence the colour-shifted samples. Tried and not shipped
+    # (docs/toyworld.md): 8 groups, and 1 group + Recipe.lowfreq_weight (RECIPES["toy-faces-1group"]).
     norm_num_groups=32,
     attention_head_dim=64,
 )
@@ -133,8 +133,8 @@ class Recipe:
     data_seed: int = 0
     supersample: int = 4
     # weight of the low-frequency term (diffusion_loss); 0 is the plain DDPM loss (the shipped
-    # model). 1.0 with 8 norm groups raised mean_response to 0.22-0.33 by step 1000 but left the
-    # samples without face structure at that step (docs/toyworld.md).
+    # model). 1.0 from step 0 with 8 norm groups kept the faces from forming; with 1 group, 0.3
+    # then 1.0 got the closest to the right mean response (docs/toyworld.md).
     lowfreq_weight: float = 0.0
     lowfreq_cap: float = 1000.0
     # the term is added from this step on: the plain loss first learns the faces' structure,
