@@ -23,6 +23,7 @@ from hspace.toyworld.train_unet import (
     diffusion_loss,
     latest_checkpoint,
     lowfreq_error,
+    lowfreq_weight_at,
     make_scheduler,
     train_unet,
 )
@@ -166,6 +167,37 @@ def test_lowfreq_term_starts_at_its_step_and_a_plain_run_resumes_into_it(tmp_pat
     with pytest.raises(ValueError, match="lowfreq_weight"):
         train_unet(tiny_recipe(steps=4, lowfreq_weight=5.0, lowfreq_from_step=1), checkpoint_dir=tmp_path / "stopped",
                    resume=True, progress=False)
+
+
+def test_lowfreq_schedule_gives_the_weight_at_each_step_and_rejects_bad_orders():
+    r = tiny_recipe(lowfreq_weight=0.3, lowfreq_from_step=10, lowfreq_schedule=((20, 1.0), (30, 0.0)))
+    r.validate()
+    assert [lowfreq_weight_at(r, s) for s in (0, 9, 10, 19, 20, 29, 30, 99)] == [0, 0, 0.3, 0.3, 1.0, 1.0, 0, 0]
+    assert Recipe.from_json(json.loads(json.dumps(r.to_json()))) == r
+    for bad in (((10, 1.0),), ((25, 1.0), (20, 0.5)), ((20, -1.0),), ((20,),)):
+        with pytest.raises(ValueError, match="lowfreq_schedule"):
+            tiny_recipe(lowfreq_weight=0.3, lowfreq_from_step=10, lowfreq_schedule=bad).validate()
+
+
+def test_a_run_resumes_into_a_raised_lowfreq_weight_exactly(tmp_path):
+    raised = dict(lowfreq_weight=2.0, lowfreq_schedule=((2, 8.0),))
+    whole = train_unet(tiny_recipe(steps=4, **raised), checkpoint_dir=tmp_path / "whole", progress=False,
+                       checkpoint_every_minutes=None)
+    flat = train_unet(tiny_recipe(steps=4, lowfreq_weight=2.0), checkpoint_dir=tmp_path / "flat", progress=False,
+                      checkpoint_every_minutes=None)
+    assert whole.losses[:2] == flat.losses[:2] and whole.losses[2] > flat.losses[2]
+    # a run at weight 2 stopped at step 2 continues under the raised recipe as if it had run it all along
+    train_unet(tiny_recipe(steps=4, lowfreq_weight=2.0), checkpoint_dir=tmp_path / "mixed", progress=False,
+               stop_at_step=2, checkpoint_every_minutes=None)
+    rest = train_unet(tiny_recipe(steps=4, **raised), checkpoint_dir=tmp_path / "mixed", resume=True, progress=False,
+                      checkpoint_every_minutes=None)
+    assert rest.losses == whole.losses[2:]
+    # ... but not under a schedule that would have changed the steps already run
+    train_unet(tiny_recipe(steps=4, lowfreq_weight=2.0), checkpoint_dir=tmp_path / "early", progress=False,
+               stop_at_step=2, checkpoint_every_minutes=None)
+    with pytest.raises(ValueError, match="lowfreq_schedule"):
+        train_unet(tiny_recipe(steps=4, lowfreq_weight=2.0, lowfreq_schedule=((1, 8.0),)),
+                   checkpoint_dir=tmp_path / "early", resume=True, progress=False)
 
 
 def test_export_loads_back_and_matches_the_ema_model(tmp_path):
