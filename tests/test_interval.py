@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from hspace.cache import weights_digest
 from hspace.distances import FallbackDistance
 from hspace.interval import (
     PRESETS,
@@ -160,7 +161,7 @@ def test_curves_save_load_round_trip(tmp_path):
 
 def test_cache_round_trip(tiny_backbone, tiny_images, tmp_path, monkeypatch):
     monkeypatch.setenv("HSPACE_CACHE", str(tmp_path))
-    path = curves_cache_path("test/tiny", "fallback-msgrad-v1", 5)
+    path = curves_cache_path("test/tiny", weights_digest(tiny_backbone), "fallback-msgrad-v1", 5)
     assert path.parent.parent == tmp_path and not path.exists()
     with pytest.raises(ValueError, match="pass images"):
         get_or_measure_curves(tiny_backbone, None, "fallback", n_steps=5, progress=False)
@@ -171,14 +172,20 @@ def test_cache_round_trip(tiny_backbone, tiny_images, tmp_path, monkeypatch):
     choice = choose_interval(again)
     assert choice.source == "measured:fallback-msgrad-v1"
     assert choice.t_edit in first.timesteps and choice.t_boost in first.timesteps
+    # the same name with other weights (a retrained model) has nothing cached
+    with torch.no_grad():
+        next(tiny_backbone.parameters()).view(-1)[0] += 0.1
+    with pytest.raises(ValueError, match="pass images"):
+        get_or_measure_curves(tiny_backbone, None, "fallback", n_steps=5, progress=False)
 
 
 def test_cache_paths_differ_per_model_and_distance(tmp_path, monkeypatch):
     monkeypatch.setenv("HSPACE_CACHE", str(tmp_path))
     paths = {
-        curves_cache_path("a/b", "lpips-alex", 40),
-        curves_cache_path("a_b", "lpips-alex", 40),
-        curves_cache_path("a/b", "fallback-msgrad-v1", 40),
-        curves_cache_path("a/b", "lpips-alex", 50),
+        curves_cache_path("a/b", "w1", "lpips-alex", 40),
+        curves_cache_path("a_b", "w1", "lpips-alex", 40),
+        curves_cache_path("a/b", "w2", "lpips-alex", 40),
+        curves_cache_path("a/b", "w1", "fallback-msgrad-v1", 40),
+        curves_cache_path("a/b", "w1", "lpips-alex", 50),
     }
-    assert len(paths) == 4
+    assert len(paths) == 5

@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["cache_root", "tensor_digest", "LatentCache"]
+__all__ = ["cache_root", "tensor_digest", "weights_digest", "LatentCache"]
 
 
 def cache_root() -> Path:
@@ -32,17 +33,39 @@ def tensor_digest(*parts: torch.Tensor | str) -> str:
     return h.hexdigest()[:24]
 
 
+def weights_digest(model: torch.nn.Module | Any) -> str:
+    """A short hash of every tensor of ``model.state_dict()`` (names, shapes, dtypes, bytes);
+    ``model`` is a module or anything with its ``state_dict()`` (a wrapping backbone).
+
+    Part of every cache key next to the backbone id: an id names where a model came from (a hub
+    repo, a folder, a built-in name), and the weights behind it change when it is retrained or
+    updated; latents of the old weights would be silently wrong for the new ones.
+    """
+    state_dict = getattr(model, "state_dict", None)
+    if not callable(state_dict):
+        raise TypeError(f"can only fingerprint weights given by a state_dict() (a torch.nn.Module), got "
+                        f"{type(model).__name__}; turn the cache off for this backbone (EditConfig(cache_latents=False))")
+    h = hashlib.blake2b(digest_size=12)
+    for name, t in state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 class LatentCache:
-    """DDIM-inverted latents x_T per (backbone, image content, step count).
+    """DDIM-inverted latents x_T per (backbone, its weights, image content, step count).
 
     Args:
         backbone_id: the backbone the latents belong to.
+        weights: :func:`weights_digest` of its weights.
         root: folder; default ``cache_root() / "latents"``.
     """
 
-    def __init__(self, backbone_id: str, root: Path | None = None):
-        self.dir = (root or cache_root() / "latents") / tensor_digest(backbone_id)
+    def __init__(self, backbone_id: str, weights: str, root: Path | None = None):
+        self.dir = (root or cache_root() / "latents") / tensor_digest(backbone_id, weights)
         self.backbone_id = backbone_id
+        self.weights = weights
 
     def _path(self, image: torch.Tensor, n_steps: int) -> Path:
         return self.dir / f"{tensor_digest(image)}-inv{n_steps}.safetensors"
@@ -62,5 +85,5 @@ class LatentCache:
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
         save_file({"latent": latent.detach().float().cpu().contiguous()}, str(tmp),
-                  metadata={"backbone_id": self.backbone_id, "n_inv_steps": str(n_steps)})
+                  metadata={"backbone_id": self.backbone_id, "weights": self.weights, "n_inv_steps": str(n_steps)})
         tmp.replace(p)

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbones.base import Backbone
-from .cache import LatentCache
+from .cache import LatentCache, weights_digest
 from .directions import ComposedDirection, Direction, check_direction_fits, rescale_for_steps
 from .precision import Precision, check_precision, prepare_backbone_for
 from .sampler import Phases, generate, invert, model_clips_x0
@@ -185,7 +185,8 @@ class Editor:
         # bf16 generation wants channels_last weights (converted once, in place); inversion
         # stays float32 and gives the same latents up to float rounding (benchmarks/README.md).
         prepare_backbone_for(config.precision, backbone)
-        self.latent_cache = LatentCache(backbone.backbone_id) if config.cache_latents else None
+        self.latent_cache = (LatentCache(backbone.backbone_id, weights_digest(backbone))  # type: ignore[arg-type]
+                             if config.cache_latents else None)
 
     def _batches(self, n: int) -> list[slice]:
         bs = self.config.batch_size

@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbones.base import Backbone
-from .cache import cache_root
+from .cache import cache_root, weights_digest
 from .distances import Distance, get_distance
 from .sampler import invert, predict_x0
 from .schedule import abar_at
@@ -413,10 +413,13 @@ def _slug(text: str) -> str:
     return f"{clean}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def curves_cache_path(backbone_id: str, distance_name: str, n_steps: int) -> Path:
-    """Where the curves of one (model, distance, grid size) are cached:
-    ``<cache_dir()>/interval_curves/<backbone>__<distance>__n<n_steps>.json`` (names slugged + hashed)."""
-    return cache_dir() / "interval_curves" / f"{_slug(backbone_id)}__{_slug(distance_name)}__n{int(n_steps)}.json"
+def curves_cache_path(backbone_id: str, weights: str, distance_name: str, n_steps: int) -> Path:
+    """Where the curves of one (model, its weights, distance, grid size) are cached:
+    ``<cache_dir()>/interval_curves/<backbone>__<weights>__<distance>__n<n_steps>.json`` (names
+    slugged + hashed; ``weights`` is :func:`hspace.cache.weights_digest`, so a retrained model
+    under the same id is measured afresh)."""
+    name = f"{_slug(backbone_id)}__{_slug(weights)}__{_slug(distance_name)}__n{int(n_steps)}.json"
+    return cache_dir() / "interval_curves" / name
 
 
 def get_or_measure_curves(
@@ -428,7 +431,7 @@ def get_or_measure_curves(
     progress: bool = True,
     refresh: bool = False,
 ) -> EditingCurves:
-    """Cached :func:`measure_curves`: measured once per (backbone_id, distance name, n_steps).
+    """Cached :func:`measure_curves`: measured once per (backbone id and weights, distance name, n_steps).
 
     Args:
         images: needed only when nothing is cached (or ``refresh``).
@@ -438,7 +441,7 @@ def get_or_measure_curves(
         ValueError: nothing cached and no ``images`` given (the message names the cache file).
     """
     dist = get_distance(distance) if isinstance(distance, str) else distance
-    path = curves_cache_path(backbone.backbone_id, dist.name, n_steps)
+    path = curves_cache_path(backbone.backbone_id, weights_digest(backbone), dist.name, n_steps)  # type: ignore[arg-type]
     if path.is_file() and not refresh:
         curves = EditingCurves.load(path)
         logger.info("interval curves: loaded %s", path)

@@ -32,11 +32,13 @@ def register(app: typer.Typer) -> None:
 
 def cached_curves(backbone, n_steps: int):
     """Cached curves of ``backbone`` at ``n_steps`` (LPIPS preferred over the fallback), or None."""
+    from ..cache import weights_digest
     from ..distances import LPIPS_TRUNK_FILES, FallbackDistance
     from ..interval import EditingCurves, curves_cache_path
 
+    weights = weights_digest(backbone)
     for name in [f"lpips-{net}" for net in LPIPS_TRUNK_FILES] + [FallbackDistance.name]:
-        path = curves_cache_path(backbone.backbone_id, name, n_steps)
+        path = curves_cache_path(backbone.backbone_id, weights, name, n_steps)
         if path.is_file():
             return EditingCurves.load(path), path
     return None
