@@ -46,3 +46,15 @@ def test_editor_inverts_again_after_the_weights_behind_a_name_change(tmp_path, m
     fresh = Editor(new, cfg).invert(images)
     assert torch.allclose(fresh, invert(new, images, 4).latents, atol=1e-6)
     assert not torch.allclose(fresh, first, atol=1e-3)
+
+
+def test_latent_cache_put_does_not_trip_over_another_writers_temp_file(tmp_path):
+    """Two processes caching the same image once shared one temp name, and one of them failed."""
+    cache = LatentCache("toy-faces", "weights-a", root=tmp_path)
+    image, latent = torch.zeros(3, 32, 32), torch.ones(3, 32, 32)
+    final = cache._path(image, 10)
+    final.parent.mkdir(parents=True)
+    final.with_suffix(".tmp").mkdir()  # the other writer's temp file, in the old fixed place
+    cache.put(image, 10, latent)
+    assert torch.equal(cache.get(image, 10), latent)
+    assert [p.name for p in final.parent.iterdir() if p.is_file()] == [final.name]  # no temp file left

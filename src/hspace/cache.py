@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,8 @@ class LatentCache:
     def put(self, image: torch.Tensor, n_steps: int, latent: torch.Tensor) -> None:
         p = self._path(image, n_steps)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
+        # a name of its own: two processes inverting the same image must not share a temp file
+        tmp = p.with_name(f"{p.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         save_file({"latent": latent.detach().float().cpu().contiguous()}, str(tmp),
                   metadata={"backbone_id": self.backbone_id, "weights": self.weights, "n_inv_steps": str(n_steps)})
         tmp.replace(p)
