@@ -225,7 +225,7 @@ def test_factor_loss_counts_only_stated_factors():
     full = factor_loss(out, y, torch.ones_like(m))
     none = factor_loss(out, y, torch.zeros_like(m))
     part = factor_loss(out, y, m)
-    assert float(none) == 0.0 and 0 < float(part) < float(full)
+    assert none.item() == 0.0 and 0 < part.item() < full.item()
     # changing a label the mask hides does not change the loss
     y2 = y.clone()
     hidden = (~m).nonzero()
