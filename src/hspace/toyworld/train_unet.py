@@ -117,8 +117,9 @@ SCHEDULER_CONFIG: dict[str, Any] = dict(
 class Recipe:
     """Everything that determines a training run (saved in every checkpoint and the export).
 
-    ``steps`` may be raised when resuming (to train longer); every other field must match the
-    checkpoint's.
+    ``steps`` may be raised when resuming (to train longer), and the low-frequency fields may
+    change where they leave the steps already run as they were; every other field must match
+    the checkpoint's.
     """
 
     unet: dict = field(default_factory=lambda: dict(TOY_FACES_UNET))
@@ -143,7 +144,7 @@ class Recipe:
     lowfreq_from_step: int = 0
     # later changes of the term's weight, ((from_step, weight), ...) in rising step order: a run
     # can raise the weight once the first one has done what it can (see lowfreq_weight_at).
-    lowfreq_schedule: tuple = ()
+    lowfreq_schedule: tuple[tuple[int, float], ...] = ()
     precision: str = "bf16"  # "bf16" (autocast, fp32 master weights) or "fp32"
     channels_last: bool = False  # slower here: GroupNorm backward in channels_last dominates
 
@@ -194,7 +195,7 @@ class Recipe:
 
 
 #: Named recipes: ``toy-faces`` (the shipped model), ``toy-faces-1group`` (the candidate fix for
-#: its colour blindness, for a GPU; not shipped, see docs/toyworld.md) and ``tiny`` (tests, smoke runs).
+#: its colour blindness; trained, not shipped, see docs/toyworld.md) and ``tiny`` (tests, smoke runs).
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "toy-faces": Recipe,
     # weight 0.3 plateaued near half the right mean response; 1.0 from step 3093 (where that run
