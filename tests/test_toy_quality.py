@@ -98,6 +98,9 @@ def test_train_directions_rejects_unknown_name_and_existing_files(tmp_path):
     res = runner.invoke(app, ["toyworld", "train-directions", "--only", "glasses", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--overwrite" in res.output
     assert (tmp_path / "glasses.safetensors").read_bytes() == b"keep me"
+    # directions for a candidate model never land in the shipped folder by default
+    res = runner.invoke(app, ["toyworld", "train-directions", "--model", str(tmp_path / "candidate")])
+    assert res.exit_code == 2 and "--out" in res.output
 
 
 @needs_probe
@@ -199,3 +202,38 @@ def test_check_verdict_needs_every_caption_style():
     assert verdict({"short": True, "full": False}) == "NOT passed"  # the CLIP's smile, full captions
     assert verdict({"short": True, "full": True}) == "passed"
     assert verdict(True) == "passed" and verdict(False) == "NOT passed" and verdict(None) == "measured"
+
+
+@needs_probe
+def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
+    """--model and --directions-dir check a retrained world without touching the shipped files."""
+    import json
+
+    from hspace.toyworld.train_unet import TINY_UNET, build_unet, make_scheduler
+
+    model = tmp_path / "candidate"
+    build_unet(dict(TINY_UNET, sample_size=64)).save_pretrained(model)
+    make_scheduler().save_pretrained(model)
+    empty = tmp_path / "no-directions"
+    empty.mkdir()
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "inversion", "--only", "directions", "--quick",
+                                   "--model", str(model), "--directions-dir", str(empty), "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert data["run"]["model"] == str(model) and data["run"]["directions_dir"] == str(empty)
+    assert set(data["results"]["inversion"]["psnr_db"]) == {"40", "100"}
+    assert str(empty) in data["results"]["directions"]["note"]
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "base", "--model", str(tmp_path / "missing"),
+                                   "--out", str(tmp_path / "q2")])
+    assert res.exit_code != 0 and "missing" in res.output
+    assert not (tmp_path / "q2").exists()  # failed before writing anything
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "directions", "--directions-dir",
+                                   str(tmp_path / "nowhere"), "--out", str(tmp_path / "q3")])
+    assert res.exit_code == 2 and "not a folder" in res.output
+    # train-directions on the same candidate, into its own folder
+    dirs = tmp_path / "dirs"
+    res = CliRunner().invoke(app, ["toyworld", "train-directions", "--model", str(model), "--out", str(dirs),
+                                   "--only", "glasses", "--n-images", "1", "--eval-n", "0"])
+    assert res.exit_code == 0, res.output
+    assert (dirs / "glasses.safetensors").is_file()
+    assert json.loads((dirs / "eval.json").read_text())["directions"]["glasses"]["run"]["model"] == str(model)

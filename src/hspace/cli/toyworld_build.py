@@ -27,6 +27,7 @@ factor at strength 1 on 100 held-out faces.
 Examples:
   hspace toyworld train-directions                        # all five, into the shipped folder
   hspace toyworld train-directions --only glasses --out /tmp/dirs
+  hspace toyworld train-directions --model /tmp/candidate --out /tmp/dirs --lr 2 --epochs 3   # for a retrained U-Net
 """
 
 CHECK_HELP = """Measure the built-in world's quality bars and write them as JSON and Markdown.
@@ -43,6 +44,8 @@ Examples:
   hspace toyworld check --out quality/                    # everything (about 15 min on 2 CPU cores)
   hspace toyworld check --quick --out /tmp/q              # fewer images, no 1000-step inversion
   hspace toyworld check --only directions --out /tmp/q
+  hspace toyworld check --only base --model /tmp/candidate --out /tmp/q   # a retrained U-Net, shipped one untouched
+  hspace toyworld check --only directions --directions-dir /tmp/dirs --model /tmp/candidate --out /tmp/q
 """
 
 CHECKS = ("probe", "base", "inversion", "clip", "directions")
@@ -58,12 +61,12 @@ def _need(what: str, load):
         raise fail(f"{what}: {e}", code=1) from e
 
 
-def _load_world(need_clip: bool = True):
+def _load_world(need_clip: bool = True, model: str = "toy-faces"):
     from ..backbones.registry import load_backbone
     from ..toyworld.clip_train import load_toy_clip
     from ..toyworld.probe import load_probe
 
-    backbone = _need("toy-faces", lambda: load_backbone("toy-faces"))
+    backbone = _need(model, lambda: load_backbone(model))
     probe = _need("toy probe", load_probe)
     encoder = _need("toy CLIP", load_toy_clip) if need_clip else None
     return backbone, probe, encoder
@@ -82,9 +85,11 @@ def train_directions_command(
     eval_n: Annotated[int, typer.Option("--eval-n", help="Held-out faces to judge each direction on (0: skip).")] = 100,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to train on: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`; then pass --out too).")] = "toy-faces",
 ) -> None:
     import torch
 
+    from ..cache import weights_digest
     from ..directions import save_direction
     from ..editor import EditConfig, Editor
     from ..outputs import run_record, write_json
@@ -98,12 +103,14 @@ def train_directions_command(
         raise fail(f"unknown direction(s) {unknown}; choose from {list(TOY_DIRECTIONS)}")
     if n_images < 1 or epochs < 1 or eval_n < 0 or threads < 1 or not 0 <= t_edit <= 999 or lr <= 0:
         raise fail("need --n-images >= 1, --epochs >= 1, --eval-n >= 0, --threads >= 1, 0 <= --t-edit <= 999, --lr > 0")
+    if model != "toy-faces" and out is None:
+        raise fail("directions for another --model go to their own folder: pass --out DIR (the shipped ones belong to toy-faces)")
     folder = (out or DIRECTIONS_DIR).expanduser()
     existing = [folder / f"{n}.safetensors" for n in names if (folder / f"{n}.safetensors").exists()]
     if existing and not overwrite:
         raise fail(f"{existing[0]} exists; pass --overwrite to replace it (or --out another folder)")
     torch.set_num_threads(threads)
-    backbone, probe, encoder = _load_world()
+    backbone, probe, encoder = _load_world(model=model)
     recipe = DirectionRecipe(n_images=n_images, t_edit=t_edit, epochs=epochs, lr=lr)
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -120,8 +127,10 @@ def train_directions_command(
     for name in names:
         spec = TOY_DIRECTIONS[name]
         t1 = time.perf_counter()
-        # one checkpoint per (texts, recipe): a changed recipe starts afresh instead of clashing
-        key = hashlib.sha1(json.dumps([spec.source, spec.target, recipe.to_dict()], sort_keys=True).encode()).hexdigest()[:10]
+        # one checkpoint per (texts, recipe, model weights): a changed recipe or a retrained
+        # model starts afresh instead of resuming what was trained for the other
+        key = hashlib.sha1(json.dumps([spec.source, spec.target, recipe.to_dict(), weights_digest(backbone)],
+                                      sort_keys=True).encode()).hexdigest()[:10]
         ckpt = ckpt_dir / f"{name}-{key}.ckpt.safetensors"
         res = train_direction(backbone, encoder, spec, recipe, latents, images, checkpoint=ckpt, progress=progress())
         path = save_direction(res.direction, folder / f"{name}.safetensors", overwrite=overwrite)
@@ -142,7 +151,7 @@ def train_directions_command(
     summary_path = folder / "eval.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     entries = summary.get("directions", {})
-    run = run_record(recipe, command="toyworld train-directions", names=names, invert_seconds=round(invert_s, 1),
+    run = run_record(recipe, command="toyworld train-directions", model=model, names=names, invert_seconds=round(invert_s, 1),
                      train_seconds_total=round(train_s, 1), eval_n=eval_n, eval_seed=EVAL_SEED)
     for name in names:
         entries[name] = {"trained": trained[name], "eval": evals.get(name), "run": run}
@@ -222,9 +231,12 @@ def check_command(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer images and no 1000-step inversion (a smoke run; numbers are noisier).")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to judge: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`), to check a candidate without replacing the shipped one.")] = "toy-faces",
+    directions_dir: Annotated[Optional[Path], typer.Option("--directions-dir", help="Folder of <name>.safetensors direction files to judge (default: the shipped ones).")] = None,
 ) -> None:
     import torch
 
+    from ..backbones.registry import load_backbone
     from ..outputs import make_grid, prepare_output_dir, run_record, write_json
     from ..toyworld import quality
 
@@ -234,7 +246,11 @@ def check_command(
         raise fail(f"unknown check(s) {bad}; choose from {list(CHECKS)}")
     if threads < 1:
         raise fail("--threads must be >= 1")
+    if directions_dir is not None and not directions_dir.is_dir():
+        raise fail(f"--directions-dir {directions_dir} is not a folder; give the folder that holds the <name>.safetensors files")
     torch.set_num_threads(threads)
+    # load what is asked for before writing anything, so a wrong --model fails at once
+    backbone = _need(model, lambda: load_backbone(model)) if set(checks) & {"base", "inversion", "directions"} else None
     folder = prepare_output_dir(out, overwrite=overwrite)
     from ..toyworld.probe import load_probe
 
@@ -249,32 +265,26 @@ def check_command(
         if c == "probe":
             results[c] = quality.check_probe(probe, n=n["probe"])
         elif c == "base":
-            from ..backbones.registry import load_backbone
-
-            backbone = _need("toy-faces", lambda: load_backbone("toy-faces"))
             r = quality.check_base_model(backbone, probe, n=n["base"], progress=progress())
             samples = r.pop("samples")
             make_grid([list(samples[i:i + 10]) for i in range(0, min(len(samples), 50), 10)]).save(folder / "samples.png")
             results[c] = r
         elif c == "inversion":
-            from ..backbones.registry import load_backbone
-
-            backbone = _need("toy-faces", lambda: load_backbone("toy-faces"))
             results[c] = quality.check_inversion(backbone, n=n["inv"], steps=n["inv_steps"], progress=progress())
         elif c == "clip":
             from ..toyworld.clip_train import load_toy_clip
 
             results[c] = quality.check_clip(_need("toy CLIP", load_toy_clip), n=n["clip"])
         else:
-            from ..backbones.registry import load_backbone
-
-            backbone = _need("toy-faces", lambda: load_backbone("toy-faces"))
-            results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice)
+            results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
+                                                  folder=directions_dir)
         seconds[c] = round(time.perf_counter() - t0, 1)
         say(f"{c}: {verdict(results[c].get('passed'))} ({seconds[c]:.0f} s)")
     table = _markdown(results)
     (folder / "quality.md").write_text(table, encoding="utf-8")
     write_json({"results": results, "seconds": seconds, "quick": quick,
-                "run": run_record(None, command="toyworld check", checks=checks)}, folder / "quality.json")
+                "run": run_record(None, command="toyworld check", checks=checks, model=model,
+                                  directions_dir=None if directions_dir is None else str(directions_dir))},
+               folder / "quality.json")
     say(table)
     say(f"wrote {folder / 'quality.json'} and {folder / 'quality.md'}")
