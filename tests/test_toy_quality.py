@@ -233,7 +233,11 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     # train-directions on the same candidate, into its own folder
     dirs = tmp_path / "dirs"
     res = CliRunner().invoke(app, ["toyworld", "train-directions", "--model", str(model), "--out", str(dirs),
-                                   "--only", "glasses", "--n-images", "1", "--eval-n", "0"])
+                                   "--only", "glasses", "--n-images", "1", "--eval-n", "2"])
     assert res.exit_code == 0, res.output
     assert (dirs / "glasses.safetensors").is_file()
-    assert json.loads((dirs / "eval.json").read_text())["directions"]["glasses"]["run"]["model"] == str(model)
+    entry = json.loads((dirs / "eval.json").read_text())["directions"]["glasses"]
+    assert entry["run"]["model"] == str(model)
+    # judged on the candidate with the new file (numbers meaningless on a random model)
+    kept = set(entry["eval"]["preservation"])
+    assert entry["eval"]["n"] == 2 and "glasses" not in kept and {"smile", "skin_tone", "hair_color"} <= kept

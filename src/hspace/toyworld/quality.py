@@ -219,7 +219,8 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
     from .faces import factors_for
 
     folder = DIRECTIONS_DIR if folder is None else Path(folder)
-    names = list(names) if names else [k for k in TOY_DIRECTIONS if shipped_direction_path(k, folder)]
+    paths = {k: shipped_direction_path(k, folder) for k in (names or TOY_DIRECTIONS)}
+    names = list(names) if names else [k for k, path in paths.items() if path]
     if not names:
         return {"directions": {}, "passed": False, "note": f"no direction files in {folder}"}
     real, _ = render_eval_set(n, EVAL_SEED)
@@ -233,7 +234,7 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
     factors = [factors_for(EVAL_SEED, i) for i in range(n)]
     results: dict[str, Any] = {}
     for name in names:
-        path = shipped_direction_path(name, folder)
+        path = paths[name]
         if path is None:
             results[name] = {"passed": False, "note": f"no file {folder / (name + '.safetensors')}"}
             continue
