@@ -34,7 +34,7 @@ def tensor_digest(*parts: torch.Tensor | str) -> str:
     return h.hexdigest()[:24]
 
 
-def weights_digest(model: torch.nn.Module | Any) -> str:
+def weights_digest(model: Any) -> str:
     """A short hash of every tensor of ``model.state_dict()`` (names, shapes, dtypes, bytes);
     ``model`` is a module or anything with its ``state_dict()`` (a wrapping backbone).
 

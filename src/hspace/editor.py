@@ -185,8 +185,7 @@ class Editor:
         # bf16 generation wants channels_last weights (converted once, in place); inversion
         # stays float32 and gives the same latents up to float rounding (benchmarks/README.md).
         prepare_backbone_for(config.precision, backbone)
-        self.latent_cache = (LatentCache(backbone.backbone_id, weights_digest(backbone))  # type: ignore[arg-type]
-                             if config.cache_latents else None)
+        self.latent_cache = LatentCache(backbone.backbone_id, weights_digest(backbone)) if config.cache_latents else None
 
     def _batches(self, n: int) -> list[slice]:
         bs = self.config.batch_size

@@ -441,7 +441,7 @@ def get_or_measure_curves(
         ValueError: nothing cached and no ``images`` given (the message names the cache file).
     """
     dist = get_distance(distance) if isinstance(distance, str) else distance
-    path = curves_cache_path(backbone.backbone_id, weights_digest(backbone), dist.name, n_steps)  # type: ignore[arg-type]
+    path = curves_cache_path(backbone.backbone_id, weights_digest(backbone), dist.name, n_steps)
     if path.is_file() and not refresh:
         curves = EditingCurves.load(path)
         logger.info("interval curves: loaded %s", path)

@@ -61,12 +61,18 @@ def _need(what: str, load):
         raise fail(f"{what}: {e}", code=1) from e
 
 
-def _load_world(need_clip: bool = True, model: str = "toy-faces"):
+def _load_model(model: str):
+    """The diffusion model ``model`` (a built-in name or a diffusers folder), or a clear exit."""
     from ..backbones.registry import load_backbone
+
+    return _need(model, lambda: load_backbone(model))
+
+
+def _load_world(need_clip: bool = True, model: str = "toy-faces"):
     from ..toyworld.clip_train import load_toy_clip
     from ..toyworld.probe import load_probe
 
-    backbone = _need(model, lambda: load_backbone(model))
+    backbone = _load_model(model)
     probe = _need("toy probe", load_probe)
     encoder = _need("toy CLIP", load_toy_clip) if need_clip else None
     return backbone, probe, encoder
@@ -123,13 +129,14 @@ def train_directions_command(
     notice(f"inverted {len(images)} training faces in {invert_s:.0f} s")
     ckpt_dir = _toy_ckpt_dir("directions-ckpt")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    weights = weights_digest(backbone)
     trained: dict[str, Any] = {}
     for name in names:
         spec = TOY_DIRECTIONS[name]
         t1 = time.perf_counter()
         # one checkpoint per (texts, recipe, model weights): a changed recipe or a retrained
         # model starts afresh instead of resuming what was trained for the other
-        key = hashlib.sha1(json.dumps([spec.source, spec.target, recipe.to_dict(), weights_digest(backbone)],
+        key = hashlib.sha1(json.dumps([spec.source, spec.target, recipe.to_dict(), weights],
                                       sort_keys=True).encode()).hexdigest()[:10]
         ckpt = ckpt_dir / f"{name}-{key}.ckpt.safetensors"
         res = train_direction(backbone, encoder, spec, recipe, latents, images, checkpoint=ckpt, progress=progress())
@@ -236,7 +243,6 @@ def check_command(
 ) -> None:
     import torch
 
-    from ..backbones.registry import load_backbone
     from ..outputs import make_grid, prepare_output_dir, run_record, write_json
     from ..toyworld import quality
 
@@ -250,7 +256,7 @@ def check_command(
         raise fail(f"--directions-dir {directions_dir} is not a folder; give the folder that holds the <name>.safetensors files")
     torch.set_num_threads(threads)
     # load what is asked for before writing anything, so a wrong --model fails at once
-    backbone = _need(model, lambda: load_backbone(model)) if set(checks) & {"base", "inversion", "directions"} else None
+    backbone = _load_model(model) if set(checks) & {"base", "inversion", "directions"} else None
     folder = prepare_output_dir(out, overwrite=overwrite)
     from ..toyworld.probe import load_probe
 
