@@ -216,10 +216,17 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     make_scheduler().save_pretrained(model)
     empty = tmp_path / "no-directions"
     empty.mkdir()
-    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "inversion", "--only", "directions", "--quick",
-                                   "--model", str(model), "--directions-dir", str(empty), "--out", str(tmp_path / "q")])
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "base", "--only", "inversion", "--only", "directions",
+                                   "--quick", "--model", str(model), "--directions-dir", str(empty),
+                                   "--out", str(tmp_path / "q")])
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "q" / "quality.json").read_text())
+    base = data["results"]["base"]
+    # an untrained U-Net draws noise: no valid face with either sampler, and the two samplers differ
+    assert base["valid_rate"] == 0.0 and base["ancestral"]["valid_rate"] == 0.0 and not base["passed"]
+    assert base["render_error_median"] > base["render_error_threshold"]
+    assert base["ancestral"]["render_error_median"] != base["render_error_median"]
+    assert (tmp_path / "q" / "samples.png").is_file() and "eta = 1" in (tmp_path / "q" / "quality.md").read_text()
     assert data["run"]["model"] == str(model) and data["run"]["directions_dir"] == str(empty)
     assert set(data["results"]["inversion"]["psnr_db"]) == {"40", "100"}
     assert str(empty) in data["results"]["directions"]["note"]

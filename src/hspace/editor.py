@@ -249,12 +249,21 @@ class Editor:
         """Plain DDIM generation from latents (no edit, no boosting): the inversion's reconstruction."""
         return self._run(latents, None, Phases(), "reconstruct")
 
-    def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """New images from Gaussian noise ``[B, 3, S, S]`` with plain DDIM, clipping P_t to
-        [-1, 1] where the model's scheduler config asks for it (``clip_sample``), as a diffusers
-        DDIM pipeline would. (:meth:`reconstruct` never clips: inverted latents need the exact
-        deterministic path back.)"""
-        return self._run(noise, None, Phases(), "sample", clip_x0=model_clips_x0(self.backbone))
+    def sample(self, noise: torch.Tensor, eta: float = 0.0) -> torch.Tensor:
+        """New images from Gaussian noise ``[B, 3, S, S]`` with DDIM, clipping P_t to [-1, 1]
+        where the model's scheduler config asks for it (``clip_sample``), as a diffusers DDIM
+        pipeline would. (:meth:`reconstruct` never clips: inverted latents need the exact
+        deterministic path back.)
+
+        ``eta`` is diffusers' DDIM ``eta``: 0 (the default) is deterministic DDIM; above 0 every
+        step adds fresh noise (1 is DDPM-like ancestral sampling, i.e. the quality-boosting step
+        over the whole trajectory), drawn per image from ``config.seed + i``.
+        """
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+        # boosting below t_boost = T covers every step; t_boost = 0 turns it off
+        phases = Phases(t_boost=self.backbone.alphas_cumprod.shape[0] if eta > 0 else 0, eta_boost=eta)
+        return self._run(noise, None, phases, "sample", clip_x0=model_clips_x0(self.backbone))
 
     def edit(self, latents: torch.Tensor, directions: Sequence[tuple[Direction, float]]) -> EditOutput:
         """Edit latents ``[B, 3, S, S]`` with ``[(direction, strength), ...]`` applied together."""

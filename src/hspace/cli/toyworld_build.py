@@ -199,6 +199,13 @@ def _markdown(results: dict[str, Any]) -> str:
         row("toy-faces", "valid faces among held-out real faces (reference)", f"{b['valid_rate_real']:.3f}", "", None)
         row("toy-faces", "probe FID samples vs held-out", f"{b['probe_fid_samples_vs_real']:.3f}", "", None)
         row("toy-faces", "probe FID held-out vs held-out (reference)", f"{b['probe_fid_real_vs_real']:.3f}", "", None)
+        if "ancestral" in b:
+            a = b["ancestral"]
+            row("toy-faces", f"valid faces, same noise, {b['ddim_steps']} steps with eta = 1 (ancestral; not the bar)",
+                f"{a['valid_rate']:.3f}", "", None)
+            row("toy-faces", "render error median: DDIM / ancestral (valid at most)",
+                f"{b['render_error_median']:.3f} / {a['render_error_median']:.3f} ({b['render_error_threshold']:.3f})", "", None)
+            row("toy-faces", "probe FID samples vs held-out, ancestral", f"{a['probe_fid_samples_vs_real']:.3f}", "", None)
     if "inversion" in results:
         inv = results["inversion"]
         for k, v in inv["psnr_db"].items():

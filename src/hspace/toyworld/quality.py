@@ -5,7 +5,7 @@ Each check is a function that returns a plain dict with its numbers, its bar and
 * :func:`check_probe`: held-out accuracy per binary factor and hair colour (>= 98 %), smile R^2 (>= 0.95);
 * :func:`check_base_model`: >= 90 % of samples (50 DDIM steps) judged *valid faces* by the probe
   (:class:`FaceValidity`: re-rendering its reading of the sample reproduces the sample), probe FID of samples vs held-out faces next to probe FID
-  between two held-out sets;
+  between two held-out sets; the same for ancestral (eta = 1) sampling, reported beside the bar;
 * :func:`check_inversion`: DDIM inversion then reconstruction of held-out faces, PSNR at 40, 100
   and 1000 steps (bar: >= 30 dB at 100);
 * :func:`check_clip`: zero-shot choice among captions differing in one factor (>= 90 % each);
@@ -137,31 +137,42 @@ def mean_response_report(backbone, images: torch.Tensor) -> dict[str, dict[str, 
 
 
 def check_base_model(backbone, probe: AttributeProbe, n: int = 200, steps: int = 50, seed: int = 0,
-                     progress: bool = True) -> dict[str, Any]:
-    """Sample ``n`` faces from seeded noise with ``steps`` DDIM steps; share judged valid, probe FID."""
+                     progress: bool = True, ancestral: bool = True) -> dict[str, Any]:
+    """Sample ``n`` faces from seeded noise with ``steps`` DDIM steps; share judged valid, probe FID.
+
+    The bar is judged on deterministic DDIM (eta 0). With ``ancestral`` the same noise is also
+    sampled with eta = 1 (fresh noise at every step, DDPM-like; ``Editor.sample(eta=1)``) and
+    reported under ``"ancestral"``: a model whose errors at large t are corrected by the added
+    noise does much better there, which tells a weak model apart from a weak sampler.
+    """
     from ..sampler import model_clips_x0
 
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     s = backbone.image_size
     noise = torch.randn(n, 3, s, s, generator=g)
-    samples = _editor(backbone, steps, steps, progress=progress).sample(noise).clamp(-1, 1)
+    editor = _editor(backbone, steps, steps, progress=progress)
     real_a, _ = render_eval_set(n, EVAL_SEED)
     real_b = _second_real_set(n)
     validity = FaceValidity(probe)
-    errors = validity.errors(samples)
-    rate = float((errors <= validity.threshold).float().mean())
-    return {
-        "n": n, "ddim_steps": steps, "seed": seed, "clip_x0": model_clips_x0(backbone),
-        "eps_mean_response": mean_response_report(backbone, real_a),
-        "valid_rate": rate, "valid_rate_real": float(validity(real_a).float().mean()),
-        "render_error_median": float(errors.median()), "render_error_threshold": validity.threshold,
-        "bar": 0.9, "passed": rate >= 0.9,
-        "probe_fid_samples_vs_real": probe_fid(probe, samples, real_a),
-        "probe_fid_real_vs_real": probe_fid(probe, real_a, real_b),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "samples": samples,  # for a contact sheet; dropped from the JSON by the caller
-    }
+
+    def judged(samples: torch.Tensor) -> dict[str, Any]:
+        errors = validity.errors(samples)
+        return {"valid_rate": float((errors <= validity.threshold).float().mean()),
+                "render_error_median": float(errors.median()),
+                "probe_fid_samples_vs_real": probe_fid(probe, samples, real_a)}
+
+    samples = editor.sample(noise).clamp(-1, 1)
+    out = {"n": n, "ddim_steps": steps, "seed": seed, "clip_x0": model_clips_x0(backbone),
+           "eps_mean_response": mean_response_report(backbone, real_a), **judged(samples),
+           "valid_rate_real": float(validity(real_a).float().mean()), "render_error_threshold": validity.threshold}
+    out["bar"], out["passed"] = 0.9, out["valid_rate"] >= 0.9
+    out["probe_fid_real_vs_real"] = probe_fid(probe, real_a, real_b)
+    if ancestral:
+        out["ancestral"] = {"eta": 1.0, **judged(editor.sample(noise, eta=1.0).clamp(-1, 1))}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["samples"] = samples  # for a contact sheet; dropped from the JSON by the caller
+    return out
 
 
 def _second_real_set(n: int) -> torch.Tensor:
