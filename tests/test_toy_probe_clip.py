@@ -24,6 +24,7 @@ from hspace.toyworld.clip_train import (
     evaluate_zero_shot,
     export_clip,
     load_toy_clip,
+    noisy_views,
     train_clip,
     write_tokenizer_files,
 )
@@ -260,6 +261,40 @@ def test_tiny_clip_loss_decreases(tok_dir):
         losses.append(float(loss.detach()))
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0] - 0.3
+
+
+def test_noisy_views_noise_a_share_of_the_images_reproducibly():
+    x = torch.rand(400, 3, 8, 8) * 1.6 - 0.8
+    y = noisy_views(x, seed=4, step=7, max_std=0.5, share=0.5)
+    changed = (y != x).flatten(1).any(1)
+    assert 0.4 < changed.float().mean() < 0.6
+    assert y.min() >= -1 and y.max() <= 1
+    stds = (y - x)[changed].flatten(1).std(1)
+    assert stds.max() < 0.5 * 1.1 and 0.15 < stds.mean() < 0.35  # uniform in [0, 0.5]: mean 0.25
+    assert torch.equal(noisy_views(x, seed=4, step=7, max_std=0.5, share=0.5), y)  # resume sees the same
+    assert not torch.equal(noisy_views(x, seed=4, step=8, max_std=0.5, share=0.5), y)
+    assert torch.equal(noisy_views(x, seed=4, step=7, max_std=0.0, share=0.5), x)
+
+
+def test_clip_resume_accepts_a_checkpoint_from_before_a_new_setting(tok_dir, tmp_path):
+    """A checkpoint written before a setting existed resumes when the run keeps that setting's
+    default, and is refused when the run changes it."""
+    s = ClipSettings(**TINY_CLIP, steps=2, batch_size=6, warmup=1, supersample=1, workers=0, precision="fp32",
+                     checkpoint_every=100, log_every=100)
+    ck = tmp_path / "old.safetensors"
+    train_clip(s, ck, tokenizer_dir=tok_dir, stop_after=1, log=lambda m: None)
+    with safe_open(str(ck), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    from safetensors.torch import save_file
+
+    record = json.loads(meta["record"])  # as written before noise_aug existed: no such settings
+    for key in ("noise_aug", "noise_aug_share"):
+        del record["settings"][key]
+    meta["record"] = json.dumps(record)
+    save_file(tensors, str(ck), metadata=meta)
+    assert train_clip(s, ck, tokenizer_dir=tok_dir, log=lambda m: None)["finished"]
+    with pytest.raises(ValueError, match="noise_aug"):
+        train_clip(ClipSettings(**{**s.to_dict(), "noise_aug": 0.3}), ck, tokenizer_dir=tok_dir, log=lambda m: None)
 
 
 def test_clip_resume_and_export_load(tok_dir, tmp_path):

@@ -290,6 +290,7 @@ def train_clip_command(
     precision: Annotated[str, typer.Option("--precision", help="bf16 (autocast) or fp32.")] = "bf16",
     aux_weight: Annotated[float, typer.Option("--aux-weight", help="Weight of the auxiliary factor loss on the image embedding (0: contrastive only).")] = 0.5,
     hard_factor_weight: Annotated[float, typer.Option("--hard-factor-weight", help="How much more often twins of the hard factors (smile, face shape) are drawn.")] = 3.0,
+    noise_aug: Annotated[float, typer.Option("--noise-aug", help="Largest std of the Gaussian noise added to half of each batch's images (0: none), so the CLIP reads noisy P_t.")] = 0.0,
 ) -> None:
     import torch
 
@@ -298,12 +299,12 @@ def train_clip_command(
     from ..toyworld.probe import write_json_atomic
 
     if steps < 1 or batch_size < 2 or eval_n < 10 or threads < 1 or workers < 0 or aux_weight < 0 \
-            or hard_factor_weight <= 0:
+            or hard_factor_weight <= 0 or not 0 <= noise_aug <= 2:
         raise fail("need --steps >= 1, --batch-size >= 2, --eval-n >= 10, --threads >= 1, --workers >= 0, "
-                   "--aux-weight >= 0, --hard-factor-weight > 0")
+                   "--aux-weight >= 0, --hard-factor-weight > 0, 0 <= --noise-aug <= 2")
     torch.set_num_threads(threads)
     s = ClipSettings(steps=steps, batch_size=batch_size, workers=workers, precision=precision, aux_weight=aux_weight,
-                     hard_factor_weight=hard_factor_weight)
+                     hard_factor_weight=hard_factor_weight, noise_aug=noise_aug)
     folder = checkpoint_dir or _toy_ckpt_dir("clip-ckpt")
     ckpt = folder / "clip.safetensors"
     try:

@@ -213,6 +213,10 @@ class ClipSettings:
     supersample: int = 3
     aux_weight: float = 0.5  # auxiliary factor loss on the image embedding (0: pure contrastive)
     hard_factor_weight: float = 3.0  # twins of HARD_FACTORS drawn this many times as often
+    # Gaussian noise (std uniform in [0, noise_aug]) on a share of each batch's images: directions
+    # train on the CLIP's view of P_t, which on toy-faces is that noisy at t >= 500 (docs/toyworld.md)
+    noise_aug: float = 0.0
+    noise_aug_share: float = 0.5
     precision: str = "bf16"
     workers: int = 1
     checkpoint_every: int = 200
@@ -220,7 +224,8 @@ class ClipSettings:
 
     _MUST_MATCH = ("vision_width", "vision_layers", "vision_heads", "patch_size", "text_width", "text_layers",
                    "text_heads", "projection_dim", "max_length", "steps", "batch_size", "lr", "weight_decay",
-                   "warmup", "twin_share", "seed", "init_seed", "supersample", "aux_weight", "hard_factor_weight")
+                   "warmup", "twin_share", "seed", "init_seed", "supersample", "aux_weight", "hard_factor_weight",
+                   "noise_aug", "noise_aug_share")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -345,6 +350,20 @@ def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, 
     labels = torch.from_numpy(np.stack([factors_to_vector(f) for f in faces])).float()
     stated = torch.from_numpy(np.stack([_mention_mask(m) for m in mentions]))
     return x, texts, labels, stated
+
+
+def noisy_views(images: torch.Tensor, seed: int, step: int, max_std: float, share: float) -> torch.Tensor:
+    """``images`` (in [-1, 1]) with Gaussian noise of std uniform in [0, ``max_std``] added to a
+    random ``share`` of them, clamped to [-1, 1]; the rest unchanged. A pure function of
+    (``seed``, ``step``), so a resumed run sees the same noise."""
+    if max_std <= 0 or share <= 0:
+        return images
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+    n = images.shape[0]
+    chosen = torch.rand(n, generator=g) < share
+    std = torch.rand(n, generator=g) * max_std * chosen
+    noise = torch.randn(images.shape, generator=g, dtype=images.dtype)
+    return (images + std.view(-1, 1, 1, 1).to(images.dtype) * noise).clamp(-1, 1)
 
 
 class ClipPairs(IterableDataset):
@@ -495,6 +514,7 @@ def train_clip(settings: ClipSettings, checkpoint: str | Path, *, tokenizer_dir:
         for images, texts, labels, stated in data:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s.steps, s.lr, s.warmup)
+            images = noisy_views(images, s.seed, step, s.noise_aug, s.noise_aug_share)
             with autocast(s.precision):
                 loss = clip_loss(model, tokenizer, images, texts, s.max_length, labels, stated, trainee.aux,
                                  s.aux_weight)

@@ -333,7 +333,9 @@ def resume_counters(checkpoint: Path, model: nn.Module, optimizer: torch.optim.O
         return 0, 0, 0.0
     rec, _ = load_training_checkpoint(checkpoint, model, optimizer)
     old = rec.get("settings", {})
-    bad = [k for k in settings._MUST_MATCH if old.get(k) != getattr(settings, k)]
+    # a field added after the checkpoint was written counts as its default (the run had none)
+    defaults = {f.name: f.default for f in dataclasses.fields(settings)} if dataclasses.is_dataclass(settings) else {}
+    bad = [k for k in settings._MUST_MATCH if old.get(k, defaults.get(k)) != getattr(settings, k)]
     bad += [k for k, v in (also_match or {}).items() if old.get(k) != v]
     if bad:
         raise ValueError(f"{checkpoint} was trained with different settings ({', '.join(bad)}); "
