@@ -101,6 +101,10 @@ def test_train_directions_rejects_unknown_name_and_existing_files(tmp_path):
     # directions for a candidate model never land in the shipped folder by default
     res = runner.invoke(app, ["toyworld", "train-directions", "--model", str(tmp_path / "candidate")])
     assert res.exit_code == 2 and "--out" in res.output
+    res = runner.invoke(app, ["toyworld", "train-directions", "--clip", str(tmp_path / "clip")])
+    assert res.exit_code == 2 and "--out" in res.output
+    res = runner.invoke(app, ["toyworld", "train-directions", "--clip", str(tmp_path / "no-clip"), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "no-clip" in res.output and "train-clip --out" in res.output
 
 
 @needs_probe
@@ -239,12 +243,19 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     assert res.exit_code == 2 and "not a folder" in res.output
     # train-directions on the same candidate, into its own folder
     dirs = tmp_path / "dirs"
+    # ... with a candidate CLIP (here a copy of the shipped one, as `train-clip --out` writes it)
+    import shutil
+
+    from hspace.toyworld.clip_train import CLIP_DIR
+
+    clip = tmp_path / "clip-candidate"
+    shutil.copytree(CLIP_DIR, clip)
     res = CliRunner().invoke(app, ["toyworld", "train-directions", "--model", str(model), "--out", str(dirs),
-                                   "--only", "glasses", "--n-images", "1", "--eval-n", "2"])
+                                   "--only", "glasses", "--n-images", "1", "--eval-n", "2", "--clip", str(clip)])
     assert res.exit_code == 0, res.output
     assert (dirs / "glasses.safetensors").is_file()
     entry = json.loads((dirs / "eval.json").read_text())["directions"]["glasses"]
-    assert entry["run"]["model"] == str(model)
+    assert entry["run"]["model"] == str(model) and entry["run"]["clip"] == str(clip)
     # judged on the candidate with the new file (numbers meaningless on a random model)
     kept = set(entry["eval"]["preservation"])
     assert entry["eval"]["n"] == 2 and "glasses" not in kept and {"smile", "skin_tone", "hair_color"} <= kept

@@ -68,13 +68,25 @@ def _load_model(model: str):
     return _need(model, lambda: load_backbone(model))
 
 
-def _load_world(need_clip: bool = True, model: str = "toy-faces"):
+def _load_clip(clip: str):
+    """The toy CLIP: the built-in ``toy-clip`` or a folder a ``train-clip --out`` exported."""
     from ..toyworld.clip_train import load_toy_clip
+
+    if clip == "toy-clip":
+        return _need("toy CLIP", load_toy_clip)
+    folder = Path(clip).expanduser()
+    if not (folder / "config.json").is_file():
+        raise fail(f"--clip {clip}: not the built-in toy-clip nor a folder with a config.json "
+                   "(give a folder written by `hspace toyworld train-clip --out DIR`)")
+    return _need(f"toy CLIP {folder}", lambda: load_toy_clip(folder))
+
+
+def _load_world(need_clip: bool = True, model: str = "toy-faces", clip: str = "toy-clip"):
     from ..toyworld.probe import load_probe
 
     backbone = _load_model(model)
     probe = _need("toy probe", load_probe)
-    encoder = _need("toy CLIP", load_toy_clip) if need_clip else None
+    encoder = _load_clip(clip) if need_clip else None
     return backbone, probe, encoder
 
 
@@ -92,6 +104,7 @@ def train_directions_command(
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to train on: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`; then pass --out too).")] = "toy-faces",
+    clip: Annotated[str, typer.Option("--clip", help="CLIP for the loss: the built-in toy-clip, or a folder from `train-clip --out` (then pass --out too).")] = "toy-clip",
 ) -> None:
     import torch
 
@@ -109,14 +122,15 @@ def train_directions_command(
         raise fail(f"unknown direction(s) {unknown}; choose from {list(TOY_DIRECTIONS)}")
     if n_images < 1 or epochs < 1 or eval_n < 0 or threads < 1 or not 0 <= t_edit <= 999 or lr <= 0:
         raise fail("need --n-images >= 1, --epochs >= 1, --eval-n >= 0, --threads >= 1, 0 <= --t-edit <= 999, --lr > 0")
-    if model != "toy-faces" and out is None:
-        raise fail("directions for another --model go to their own folder: pass --out DIR (the shipped ones belong to toy-faces)")
+    if (model != "toy-faces" or clip != "toy-clip") and out is None:
+        raise fail("directions for another --model or --clip go to their own folder: pass --out DIR "
+                   "(the shipped ones belong to toy-faces and toy-clip)")
     folder = (out or DIRECTIONS_DIR).expanduser()
     existing = [folder / f"{n}.safetensors" for n in names if (folder / f"{n}.safetensors").exists()]
     if existing and not overwrite:
         raise fail(f"{existing[0]} exists; pass --overwrite to replace it (or --out another folder)")
     torch.set_num_threads(threads)
-    backbone, probe, encoder = _load_world(model=model)
+    backbone, probe, encoder = _load_world(model=model, clip=clip)
     recipe = DirectionRecipe(n_images=n_images, t_edit=t_edit, epochs=epochs, lr=lr)
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -129,13 +143,13 @@ def train_directions_command(
     notice(f"inverted {len(images)} training faces in {invert_s:.0f} s")
     ckpt_dir = _toy_ckpt_dir("directions-ckpt")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    weights = weights_digest(backbone)
+    weights = [weights_digest(backbone), weights_digest(encoder.model)]
     trained: dict[str, Any] = {}
     for name in names:
         spec = TOY_DIRECTIONS[name]
         t1 = time.perf_counter()
-        # one checkpoint per (texts, recipe, model weights): a changed recipe or a retrained
-        # model starts afresh instead of resuming what was trained for the other
+        # one checkpoint per (texts, recipe, model and CLIP weights): a changed recipe or a
+        # retrained model starts afresh instead of resuming what was trained for the other
         key = hashlib.sha1(json.dumps([spec.source, spec.target, recipe.to_dict(), weights],
                                       sort_keys=True).encode()).hexdigest()[:10]
         ckpt = ckpt_dir / f"{name}-{key}.ckpt.safetensors"
@@ -158,7 +172,8 @@ def train_directions_command(
     summary_path = folder / "eval.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     entries = summary.get("directions", {})
-    run = run_record(recipe, command="toyworld train-directions", model=model, names=names, invert_seconds=round(invert_s, 1),
+    run = run_record(recipe, command="toyworld train-directions", model=model, clip=clip, names=names,
+                     invert_seconds=round(invert_s, 1),
                      train_seconds_total=round(train_s, 1), eval_n=eval_n, eval_seed=EVAL_SEED)
     for name in names:
         entries[name] = {"trained": trained[name], "eval": evals.get(name), "run": run}
@@ -247,6 +262,7 @@ def check_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to judge: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`), to check a candidate without replacing the shipped one.")] = "toy-faces",
     directions_dir: Annotated[Optional[Path], typer.Option("--directions-dir", help="Folder of <name>.safetensors direction files to judge (default: the shipped ones).")] = None,
+    clip: Annotated[str, typer.Option("--clip", help="CLIP to judge (the clip check): the built-in toy-clip, or a folder from `train-clip --out`.")] = "toy-clip",
 ) -> None:
     import torch
 
@@ -264,6 +280,7 @@ def check_command(
     torch.set_num_threads(threads)
     # load what is asked for before writing anything, so a wrong --model fails at once
     backbone = _load_model(model) if set(checks) & {"base", "inversion", "directions"} else None
+    encoder = _load_clip(clip) if "clip" in checks else None
     folder = prepare_output_dir(out, overwrite=overwrite)
     from ..toyworld.probe import load_probe
 
@@ -285,9 +302,7 @@ def check_command(
         elif c == "inversion":
             results[c] = quality.check_inversion(backbone, n=n["inv"], steps=n["inv_steps"], progress=progress())
         elif c == "clip":
-            from ..toyworld.clip_train import load_toy_clip
-
-            results[c] = quality.check_clip(_need("toy CLIP", load_toy_clip), n=n["clip"])
+            results[c] = quality.check_clip(encoder, n=n["clip"])
         else:
             results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
                                                   folder=directions_dir)
@@ -296,7 +311,7 @@ def check_command(
     table = _markdown(results)
     (folder / "quality.md").write_text(table, encoding="utf-8")
     write_json({"results": results, "seconds": seconds, "quick": quick,
-                "run": run_record(None, command="toyworld check", checks=checks, model=model,
+                "run": run_record(None, command="toyworld check", checks=checks, model=model, clip=clip,
                                   directions_dir=None if directions_dir is None else str(directions_dir))},
                folder / "quality.json")
     say(table)
