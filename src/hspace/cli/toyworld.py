@@ -211,8 +211,9 @@ held-out faces, and export it (save_pretrained, fp16) to src/hspace/data/models/
 
 \b
 Recipe: ViT 64x64 / patch 8 / width 128 / 4 layers, text width 128 / 4 layers / 48 positions,
-3000 steps x batch 128 (half of each batch: a face and its one-factor twin), AdamW 1e-3, cosine,
-bf16 autocast. About 45-60 minutes on the 2-core development CPU.
+3000 steps x batch 128 (half of each batch: a face and its one-factor twin, smile and face-shape
+twins 6x as often), Gaussian noise (std up to 0.5) on half the images, AdamW 1e-3, cosine, bf16
+autocast. About 45 minutes on 1 thread of the 2-core development CPU.
 
 \b
 Examples:
@@ -289,8 +290,8 @@ def train_clip_command(
     threads: Annotated[int, typer.Option("--threads", help="torch threads for training.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="bf16 (autocast) or fp32.")] = "bf16",
     aux_weight: Annotated[float, typer.Option("--aux-weight", help="Weight of the auxiliary factor loss on the image embedding (0: contrastive only).")] = 0.5,
-    hard_factor_weight: Annotated[float, typer.Option("--hard-factor-weight", help="How much more often twins of the hard factors (smile, face shape) are drawn.")] = 3.0,
-    noise_aug: Annotated[float, typer.Option("--noise-aug", help="Largest std of the Gaussian noise added to half of each batch's images (0: none), so the CLIP reads noisy P_t.")] = 0.0,
+    hard_factor_weight: Annotated[float, typer.Option("--hard-factor-weight", help="How much more often twins of the hard factors (smile, face shape) are drawn.")] = 6.0,
+    noise_aug: Annotated[float, typer.Option("--noise-aug", help="Largest std of the Gaussian noise added to half of each batch's images (0: none), so the CLIP reads noisy P_t.")] = 0.5,
 ) -> None:
     import torch
 
