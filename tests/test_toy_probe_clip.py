@@ -347,3 +347,17 @@ def test_cli_help_lists_training_commands():
     result = CliRunner().invoke(app, ["toyworld", "--help"])
     assert result.exit_code == 0
     assert "train-probe" in result.output and "train-clip" in result.output
+
+
+def test_train_clip_command_records_the_zero_shot_of_the_exported_files(tmp_path):
+    """The zero-shot numbers written beside the CLIP are those of the float16 files that ship
+    (re-measured here from the folder), not of the float32 model before export."""
+    out = tmp_path / "clip"
+    res = CliRunner().invoke(app, ["toyworld", "train-clip", "--steps", "2", "--batch-size", "4", "--eval-n", "10",
+                                   "--workers", "0", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "hspace_toy_clip.json").read_text())
+    assert info["zero_shot"]["evaluated"] == "the exported files" and info["training"]["step"] == 2
+    again = evaluate_zero_shot(load_toy_clip(out), n=10)
+    assert info["zero_shot"]["accuracy"] == again["accuracy"]
+    assert json.loads((tmp_path / "ck" / "eval.json").read_text())["accuracy"] == again["accuracy"]
