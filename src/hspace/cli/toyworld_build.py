@@ -72,13 +72,15 @@ def _load_clip(clip: str):
     """The toy CLIP: the built-in ``toy-clip`` or a folder a ``train-clip --out`` exported."""
     from ..toyworld.clip_train import load_toy_clip
 
+    from ..toyworld.probe import ModelNotTrainedError
+
     if clip == "toy-clip":
         return _need("toy CLIP", load_toy_clip)
-    folder = Path(clip).expanduser()
-    if not (folder / "config.json").is_file():
-        raise fail(f"--clip {clip}: not the built-in toy-clip nor a folder with a config.json "
-                   "(give a folder written by `hspace toyworld train-clip --out DIR`)")
-    return _need(f"toy CLIP {folder}", lambda: load_toy_clip(folder))
+    try:
+        return load_toy_clip(Path(clip).expanduser())
+    except ModelNotTrainedError as e:  # a wrong folder is bad input, not a missing built-in
+        raise fail(f"--clip {clip}: not the built-in toy-clip nor a folder written by "
+                   f"`hspace toyworld train-clip --out DIR` ({e})") from e
 
 
 def _load_world(need_clip: bool = True, model: str = "toy-faces", clip: str = "toy-clip"):

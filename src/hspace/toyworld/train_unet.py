@@ -66,6 +66,7 @@ __all__ = [
     "export_model",
     "latest_checkpoint",
     "make_scheduler",
+    "optimisation_step",
     "train_unet",
     "RECIPES",
 ]
@@ -496,6 +497,26 @@ def _check_resumable(saved: Recipe, recipe: Recipe, step: int) -> None:
         )
 
 
+def optimisation_step(model: UNet2DModel, optimizer: torch.optim.Optimizer, recipe: Recipe, step: int,
+                      x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+                      bf16: bool = True) -> torch.Tensor:
+    """One training step of ``recipe`` at ``step`` (its learning rate and low-frequency weight):
+    :func:`diffusion_loss`, backward, gradient clipping, optimizer update. Returns the loss; a
+    non-finite loss raises before the weights change. (The EMA update is the caller's.)"""
+    for g in optimizer.param_groups:
+        g["lr"] = lr_at(recipe, step)
+    loss = diffusion_loss(model, x0, t, noise, alphas_cumprod, bf16=bf16, channels_last=recipe.channels_last,
+                          lowfreq_weight=lowfreq_weight_at(recipe, step), lowfreq_cap=recipe.lowfreq_cap)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint is intact")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    optimizer.step()
+    return loss
+
+
 def train_unet(
     recipe: Recipe,
     *,
@@ -618,18 +639,7 @@ def train_unet(
             x0 = data.get(step).to(dev)
             t, noise = _step_noise(recipe, step, x0.shape, T)
             t, noise = t.to(dev), noise.to(dev)
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(recipe, step)
-            loss = diffusion_loss(model, x0, t, noise, acp_dev, bf16=bf16, channels_last=recipe.channels_last,
-                                  lowfreq_weight=lowfreq_weight_at(recipe, step),
-                                  lowfreq_cap=recipe.lowfreq_cap)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint is intact")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
+            loss = optimisation_step(model, optimizer, recipe, step, x0, t, noise, acp_dev, bf16=bf16)
             with torch.no_grad():
                 d = ema_decay_at(recipe, step)
                 torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
