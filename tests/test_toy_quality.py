@@ -90,6 +90,15 @@ def test_check_rejects_unknown_check(tmp_path):
     assert res.exit_code == 2 and "unknown check" in res.output
 
 
+def test_check_refuses_options_that_no_chosen_check_reads(tmp_path):
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "probe", "--clip", str(tmp_path), "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "--only clip" in res.output
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "clip", "--directions-dir", str(tmp_path),
+                                   "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "--only directions" in res.output
+    assert not (tmp_path / "q").exists()  # refused before writing anything
+
+
 def test_train_directions_rejects_unknown_name_and_existing_files(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["toyworld", "train-directions", "--only", "moustache", "--out", str(tmp_path)])

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import analyze, common, demo, edit, import_official, info, interval, invert, models, toyworld, train
+from . import analyze, common, demo, difference, edit, import_official, info, interval, invert, models, toyworld, train
 from . import eval as eval_cmd
 
 HELP = """Semantic image editing in the h-space (U-Net bottleneck) of frozen diffusion models (Asyrp, ICLR 2023).
@@ -47,7 +47,7 @@ def _root(
     common.configure(debug=debug, quiet=quiet)
 
 
-for _module in (edit, invert, train, interval, import_official, info, models, demo, toyworld, eval_cmd, analyze):
+for _module in (edit, invert, train, difference, interval, import_official, info, models, demo, toyworld, eval_cmd, analyze):
     _module.register(app)
 
 

@@ -277,6 +277,12 @@ def check_command(
         raise fail(f"unknown check(s) {bad}; choose from {list(CHECKS)}")
     if threads < 1:
         raise fail("--threads must be >= 1")
+    # an option no chosen check reads would be recorded in quality.json yet judge nothing
+    if clip != "toy-clip" and "clip" not in checks:
+        raise fail(f"--clip {clip} only changes the clip check, which is not among {checks}; add --only clip or drop --clip")
+    if directions_dir is not None and "directions" not in checks:
+        raise fail(f"--directions-dir only changes the directions check, which is not among {checks}; "
+                   "add --only directions or drop --directions-dir")
     if directions_dir is not None and not directions_dir.is_dir():
         raise fail(f"--directions-dir {directions_dir} is not a folder; give the folder that holds the <name>.safetensors files")
     torch.set_num_threads(threads)

@@ -3,7 +3,8 @@
 Public API:
     - :class:`Direction` (protocol ``(h, t, temb) -> dh``) and :class:`DirectionMeta`.
     - Sources: :class:`ImplicitDirection` (the paper's f_t, DDPM or ADM layout),
-      :class:`PerStepDirection`, :class:`GlobalDirection`, :func:`mean_dh`.
+      :class:`PerStepDirection`, :class:`GlobalDirection`, :func:`mean_dh`,
+      :func:`mean_difference_direction` (from two image sets, no training).
     - Combinators: :class:`ScaledDirection`, :class:`ComposedDirection`, :func:`interpolate`,
       :func:`effective_strength`, :func:`rescale_for_steps`.
     - Files: :func:`save_direction`, :func:`load_direction`, :func:`read_direction_header`,
@@ -21,6 +22,7 @@ from .fileformat import (
     save_direction,
 )
 from .implicit import ADMDeltaBlock, DDPMDeltaBlock, ImplicitDirection
+from .mean_difference import mean_difference_direction
 from .official import OFFICIAL_LAYOUTS, detect_official_variant, import_official
 from .simple import GlobalDirection, PerStepDirection, mean_dh
 
@@ -35,6 +37,7 @@ __all__ = [
     "PerStepDirection",
     "GlobalDirection",
     "mean_dh",
+    "mean_difference_direction",
     "ScaledDirection",
     "ComposedDirection",
     "interpolate",
