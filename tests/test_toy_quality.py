@@ -12,6 +12,7 @@ from hspace.directions import GlobalDirection
 from hspace.editor import EditConfig, Editor
 from hspace.toyworld.directions import TOY_DIRECTIONS, face_images, mean_colour_change, target_twin
 from hspace.toyworld.faces import factors_for, with_factor
+from hspace.toyworld.models import TOY_FACES_DIR
 from hspace.toyworld.probe import PROBE_DIR, load_probe
 from hspace.toyworld.quality import check_inversion, valid_faces
 
@@ -268,3 +269,55 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     # judged on the candidate with the new file (numbers meaningless on a random model)
     kept = set(entry["eval"]["preservation"])
     assert entry["eval"]["n"] == 2 and "glasses" not in kept and {"smile", "skin_tone", "hair_color"} <= kept
+
+
+needs_toy_faces = pytest.mark.skipif(
+    not (TOY_FACES_DIR / "diffusion_pytorch_model.safetensors").is_file(), reason="toy-faces not shipped")
+
+
+@needs_probe
+@needs_toy_faces
+def test_mean_difference_reference_puts_hats_on_held_out_faces(probe):
+    """The text-free reference direction (mean h difference between training faces and their
+    exact edits) on the shipped toy-faces: a hat is carried by h, so it must appear."""
+    from hspace.backbones.registry import load_backbone
+    from hspace.evaluation.factors import evaluate_toy_edit
+    from hspace.toyworld.directions import DirectionRecipe, mean_difference_for
+
+    backbone = load_backbone("toy-faces")
+    recipe = DirectionRecipe(n_images=12)
+    train_editor = Editor(backbone, EditConfig(n_inv_steps=recipe.n_inv_steps, n_steps=recipe.n_steps, batch_size=16,
+                                               progress=False))
+    direction, pairs = mean_difference_for(backbone, TOY_DIRECTIONS["hat"], recipe, train_editor.invert)
+    assert pairs == sum(not factors_for(recipe.data_seed, i).hat for i in range(12)) and pairs >= 4
+    assert direction.meta.t_edit == recipe.t_edit and direction.meta.extra["toy_reference"]["pairs"] == pairs
+    held_out = [i for i in range(20) if not factors_for(1_000_003, i).hat][:6]
+    faces = face_images(1_000_003, 20)[held_out]
+    editor = Editor(backbone, EditConfig(n_inv_steps=100, n_steps=100, batch_size=6, precision="bf16", progress=False))
+    edited = editor.edit(editor.invert(faces), [(direction, 1.0)]).images.clamp(-1, 1)
+    report = evaluate_toy_edit(probe, faces, edited, "hat", 1.0)
+    assert report["success"]["n_eligible"] == 6 and report["success"]["n_success"] >= 5
+    null = evaluate_toy_edit(probe, faces, editor.edit(editor.invert(faces), [(direction, 0.0)]).images.clamp(-1, 1),
+                             "hat", 1.0)
+    assert null["success"]["n_success"] == 0  # the hats come from the direction, not from the round trip
+
+
+@needs_probe
+@needs_toy_faces
+def test_train_directions_mean_difference_method(tmp_path):
+    import json
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["toyworld", "train-directions", "--method", "mean-difference", "--only", "hat"])
+    assert res.exit_code == 2 and "--out" in res.output  # never into the shipped folder
+    res = runner.invoke(app, ["toyworld", "train-directions", "--method", "mean-difference", "--clip", str(tmp_path),
+                              "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "no CLIP" in res.output
+    res = runner.invoke(app, ["toyworld", "train-directions", "--method", "nonsense", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "mean-difference" in res.output
+    res = runner.invoke(app, ["toyworld", "train-directions", "--method", "mean-difference", "--only", "hat",
+                              "--n-images", "4", "--eval-n", "0", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    entry = json.loads((tmp_path / "d" / "eval.json").read_text())["directions"]["hat"]
+    assert entry["run"]["method"] == "mean-difference" and entry["trained"]["pairs"] >= 1
+    assert (tmp_path / "d" / "hat.safetensors").is_file()

@@ -107,15 +107,15 @@ def train_directions_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to train on: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`; then pass --out too).")] = "toy-faces",
     clip: Annotated[str, typer.Option("--clip", help="CLIP for the loss: the built-in toy-clip, or a folder from `train-clip --out` (then pass --out too).")] = "toy-clip",
+    method: Annotated[str, typer.Option("--method", help="clip: the paper's training from text (the shipped files). mean-difference: no text or training, the mean h difference between the training faces and their exact edits, a reference point for what h carries (needs --out).")] = "clip",
 ) -> None:
     import torch
 
     from ..cache import weights_digest
     from ..directions import save_direction
     from ..editor import EditConfig, Editor
-    from ..outputs import run_record, write_json
-    from ..toyworld.directions import DIRECTIONS_DIR, TOY_DIRECTIONS, DirectionRecipe, face_images, train_direction
-    from ..toyworld.probe import EVAL_SEED
+    from ..toyworld.directions import (DIRECTIONS_DIR, TOY_DIRECTIONS, DirectionRecipe, face_images,
+                                       mean_difference_for, train_direction)
     from .toyworld import _toy_ckpt_dir
 
     names = list(only) if only else list(TOY_DIRECTIONS)
@@ -124,21 +124,38 @@ def train_directions_command(
         raise fail(f"unknown direction(s) {unknown}; choose from {list(TOY_DIRECTIONS)}")
     if n_images < 1 or epochs < 1 or eval_n < 0 or threads < 1 or not 0 <= t_edit <= 999 or lr <= 0:
         raise fail("need --n-images >= 1, --epochs >= 1, --eval-n >= 0, --threads >= 1, 0 <= --t-edit <= 999, --lr > 0")
-    if (model != "toy-faces" or clip != "toy-clip") and out is None:
-        raise fail("directions for another --model or --clip go to their own folder: pass --out DIR "
-                   "(the shipped ones belong to toy-faces and toy-clip)")
+    if method not in ("clip", "mean-difference"):
+        raise fail(f"--method must be clip or mean-difference, got {method!r}")
+    if (model != "toy-faces" or clip != "toy-clip" or method != "clip") and out is None:
+        raise fail("directions for another --model, --clip or --method go to their own folder: pass --out DIR "
+                   "(the shipped ones are toy-faces', trained with toy-clip)")
+    if method != "clip" and clip != "toy-clip":
+        raise fail("--clip is for --method clip; mean-difference directions use no CLIP")
     folder = (out or DIRECTIONS_DIR).expanduser()
     existing = [folder / f"{n}.safetensors" for n in names if (folder / f"{n}.safetensors").exists()]
     if existing and not overwrite:
         raise fail(f"{existing[0]} exists; pass --overwrite to replace it (or --out another folder)")
     torch.set_num_threads(threads)
-    backbone, probe, encoder = _load_world(model=model, clip=clip)
+    backbone, probe, encoder = _load_world(need_clip=method == "clip", model=model, clip=clip)
     recipe = DirectionRecipe(n_images=n_images, t_edit=t_edit, epochs=epochs, lr=lr)
     folder.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     editor = Editor(backbone, EditConfig(n_inv_steps=recipe.n_inv_steps, n_steps=recipe.n_steps, cache_latents=False,
                                          batch_size=10, progress=progress()))
+    if method == "mean-difference":
+        trained = {}
+        for name in names:
+            t1 = time.perf_counter()
+            direction, n_pairs = mean_difference_for(backbone, TOY_DIRECTIONS[name], recipe, editor.invert)
+            path = save_direction(direction, folder / f"{name}.safetensors", overwrite=overwrite)
+            trained[name] = {"file": str(path), "seconds": round(time.perf_counter() - t1, 1), "method": method,
+                             "pairs": n_pairs}
+            notice(f"{name}: mean difference of h over {n_pairs} face(s) and their exact edits "
+                   f"in {trained[name]['seconds']:.0f} s -> {path}")
+        _judge_and_record(folder, names, trained, recipe, eval_n, backbone, probe, time.perf_counter() - t0,
+                          model=model, clip=None, method=method)
+        return
     images = face_images(recipe.data_seed, recipe.n_images)
     latents = editor.invert(images)
     invert_s = time.perf_counter() - t0
@@ -162,7 +179,15 @@ def train_directions_command(
         trained[name] = {"file": str(path), "seconds": round(time.perf_counter() - t1, 1), "steps": res.steps,
                          "final_loss": res.losses[-1] if res.losses else None, "source": spec.source, "target": spec.target}
         notice(f"{name}: {spec.source!r} -> {spec.target!r} trained in {trained[name]['seconds']:.0f} s -> {path}")
-    train_s = time.perf_counter() - t0
+    _judge_and_record(folder, names, trained, recipe, eval_n, backbone, probe, time.perf_counter() - t0,
+                      model=model, clip=clip, method=method, invert_seconds=round(invert_s, 1))
+
+
+def _judge_and_record(folder: Path, names: list[str], trained: dict[str, Any], recipe, eval_n: int, backbone, probe,
+                      seconds: float, **run_fields: Any) -> None:
+    """Judge the new direction files (``eval_n`` held-out faces) and merge them into eval.json."""
+    from ..outputs import run_record, write_json
+    from ..toyworld.probe import EVAL_SEED
 
     evals: dict[str, Any] = {}
     if eval_n:
@@ -174,13 +199,12 @@ def train_directions_command(
     summary_path = folder / "eval.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     entries = summary.get("directions", {})
-    run = run_record(recipe, command="toyworld train-directions", model=model, clip=clip, names=names,
-                     invert_seconds=round(invert_s, 1),
-                     train_seconds_total=round(train_s, 1), eval_n=eval_n, eval_seed=EVAL_SEED)
+    run = run_record(recipe, command="toyworld train-directions", names=names, train_seconds_total=round(seconds, 1),
+                     eval_n=eval_n, eval_seed=EVAL_SEED, **run_fields)
     for name in names:
         entries[name] = {"trained": trained[name], "eval": evals.get(name), "run": run}
     write_json({"directions": entries}, summary_path)
-    say(f"trained {len(names)} direction(s) in {train_s / 60:.1f} min -> {folder}/ (eval.json has the recipe and scores)")
+    say(f"made {len(names)} direction(s) in {seconds / 60:.1f} min -> {folder}/ (eval.json has the recipe and scores)")
 
 
 def verdict(passed: Any) -> str:

@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .captions import caption_with_mentions, describe
-from .faces import FACTOR_NAMES, FACTORS, FaceFactors, factors_for, factors_to_vector, item_rng, render_array, with_factor
+from .faces import FACTOR_NAMES, FACTORS, FaceFactors, factors_for, factors_to_vector, item_rng, with_factor
 from .loop import StepClock
 from .probe import (EVAL_SEED, MODELS_DIR, ModelNotTrainedError, autocast, lr_at,
                     resume_counters, save_training_checkpoint, write_json_atomic)
@@ -316,7 +316,7 @@ def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, 
     items are faces whose twin (the same face with one factor changed; :data:`HARD_FACTORS`
     ``hard_factor_weight`` times as likely as the others) follows right after them; both captions
     mention that factor. 10 % of single faces get their full description."""
-    from .dataset import image_to_tensor
+    from .dataset import render_faces
 
     probs = _twin_factor_probs(hard_factor_weight)
     n_pairs = int(round(batch_size * twin_share / 2))
@@ -346,7 +346,7 @@ def clip_batch(seed: int, batch: int, batch_size: int, twin_share: float = 0.5, 
             text, mentioned = caption_with_mentions(f, rng)
         texts.append(text)
         mentions.append(mentioned)
-    x = torch.stack([image_to_tensor(render_array(f, 64, supersample)) for f in faces])
+    x = render_faces(faces, 64, supersample)
     labels = torch.from_numpy(np.stack([factors_to_vector(f) for f in faces])).float()
     stated = torch.from_numpy(np.stack([_mention_mask(m) for m in mentions]))
     return x, texts, labels, stated
@@ -622,10 +622,10 @@ def evaluate_zero_shot(encoder, n: int = 300, seed: int = EVAL_SEED, styles: tup
     mentioned, :func:`~hspace.toyworld.captions.describe`). Returns
     ``{"accuracy": {style: {factor: acc}}, "min": {style: min acc}, "n": n, "seed": seed}``.
     """
-    from .dataset import image_to_tensor
+    from .dataset import render_faces
 
     fs = [factors_for(seed, i) for i in range(n)]
-    x = torch.stack([image_to_tensor(render_array(f, 64, supersample)) for f in fs])
+    x = render_faces(fs, 64, supersample)
     img = torch.cat([encoder.encode_image(x[i:i + 128]) for i in range(0, n, 128)])
     img = torch.nn.functional.normalize(img.float(), dim=-1)
     cache: dict[str, torch.Tensor] = {}

@@ -17,20 +17,25 @@ which torch's default collate batches (strings into lists).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
 from .captions import caption_for
-from .faces import factors_for, factors_to_vector, render_array, vector_names
+from .faces import FaceFactors, factors_for, factors_to_vector, render_array, vector_names
 
 
 def image_to_tensor(array: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1]."""
     t = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float()
     return t.div_(127.5).sub_(1.0)
+
+
+def render_faces(factors: Sequence[FaceFactors], size: int = 64, supersample: int = 4) -> torch.Tensor:
+    """The faces ``factors`` describe, as a float32 batch ``[n, 3, size, size]`` in [-1, 1]."""
+    return torch.stack([image_to_tensor(render_array(f, size, supersample)) for f in factors])
 
 
 def tensor_to_image(t: torch.Tensor) -> np.ndarray:

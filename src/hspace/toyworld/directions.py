@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..shipped import DIRECTIONS_DIR as SHIPPED_DIRECTIONS_DIR
-from .faces import FaceFactors, factors_for, render_array, with_factor
+from .faces import FaceFactors, factors_for, with_factor
 
 __all__ = [
     "DIRECTIONS_DIR",
@@ -35,6 +35,7 @@ __all__ = [
     "face_images",
     "shipped_direction_path",
     "train_direction",
+    "mean_difference_for",
     "evaluate_direction",
     "target_twin",
     "mean_colour_change",
@@ -90,9 +91,9 @@ class DirectionRecipe:
 
 def face_images(seed: int, n: int, start: int = 0, supersample: int = 4) -> torch.Tensor:
     """Faces ``start .. start + n - 1`` of dataset ``seed`` as ``[n, 3, 64, 64]`` in [-1, 1]."""
-    from .dataset import image_to_tensor
+    from .dataset import render_faces
 
-    return torch.stack([image_to_tensor(render_array(factors_for(seed, start + i), 64, supersample)) for i in range(n)])
+    return render_faces([factors_for(seed, start + i) for i in range(n)], 64, supersample)
 
 
 def shipped_direction_path(name: str, folder: Optional[Path] = None) -> Optional[Path]:
@@ -117,6 +118,28 @@ def train_direction(backbone, encoder, spec: ToyDirection, recipe: DirectionReci
     objective = make_clip_objective(encoder, spec.source, spec.target, w_clip=recipe.w_clip, w_l1=recipe.w_l1)
     trainer = Trainer(backbone, objective, cfg)
     return trainer.train(trainer.data_from_latents(latents, images), checkpoint=checkpoint)
+
+
+def mean_difference_for(backbone, spec: ToyDirection, recipe: DirectionRecipe, invert) -> tuple[Any, int]:
+    """The reference direction of ``spec`` without text or training: the mean difference of h
+    (:func:`hspace.directions.mean_difference_direction`, on the recipe's grid and ``t_edit``)
+    between the recipe's training faces that the target changes and their exact edits
+    (:func:`target_twin`). ``invert`` maps images to x_T (e.g. ``Editor.invert`` with
+    ``recipe.n_inv_steps``). Returns the direction and the number of face pairs used."""
+    from ..directions import mean_difference_direction
+    from .dataset import render_faces
+
+    pairs = [(f, target_twin(f, spec.judged_as)) for f in (factors_for(recipe.data_seed, i) for i in range(recipe.n_images))]
+    pairs = [(f, twin) for f, twin in pairs if twin is not None]
+    if not pairs:
+        raise ValueError(f"none of the {recipe.n_images} training faces can be edited towards {spec.judged_as}; use more faces")
+    direction = mean_difference_direction(
+        backbone, invert(render_faces([f for f, _ in pairs])), invert(render_faces([t for _, t in pairs])),
+        n_steps=recipe.n_steps, t_edit=recipe.t_edit, precision=recipe.precision,
+        source_text=spec.source, target_text=spec.target,
+        extra={"toy_reference": {"judged_as": spec.judged_as, "data_seed": recipe.data_seed, "pairs": len(pairs)}},
+    )
+    return direction, len(pairs)
 
 
 #: The smile of the exact "smiling" edit (the probe's success rule asks for >= 0.5 or a 0.3 step).
@@ -150,13 +173,13 @@ def mean_colour_change(sources: torch.Tensor, reconstructions: torch.Tensor, edi
     ~0) cannot change it either, so an edit that needs a brighter or darker image (blond hair,
     dark glasses) must fail or move colour between regions instead (skin tone, hair colour).
     """
-    from .dataset import image_to_tensor
+    from .dataset import render_faces
 
     twins = {i: target_twin(f, judged_as, strength) for i, f in enumerate(factors)}
     idx = [i for i, t in twins.items() if t is not None]
     if not idx:
         return {"n": 0}
-    exact = torch.stack([image_to_tensor(render_array(twins[i])) for i in idx])
+    exact = render_faces([twins[i] for i in idx])
 
     def mean(x: torch.Tensor) -> torch.Tensor:
         return x.float().mean(dim=(1, 2, 3))

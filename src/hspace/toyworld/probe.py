@@ -495,11 +495,11 @@ def train_probe(settings: ProbeTrainSettings, checkpoint: str | Path, *, max_min
 
 def render_eval_set(n: int, seed: int = EVAL_SEED, supersample: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` held-out images ``[n, 3, 64, 64]`` and their compact labels ``[n, 14]``."""
-    from .dataset import image_to_tensor
-    from .faces import factors_for, factors_to_vector, render_array
+    from .dataset import render_faces
+    from .faces import factors_for, factors_to_vector
 
     fs = [factors_for(seed, i) for i in range(n)]
-    x = torch.stack([image_to_tensor(render_array(f, 64, supersample)) for f in fs])
+    x = render_faces(fs, 64, supersample)
     y = torch.from_numpy(np.stack([factors_to_vector(f) for f in fs]))
     return x, y
 

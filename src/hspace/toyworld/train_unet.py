@@ -34,7 +34,6 @@ import copy
 import ctypes
 import json
 import logging
-import math
 import os
 import platform
 import shutil
