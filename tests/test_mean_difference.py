@@ -98,3 +98,20 @@ def test_cli_writes_a_direction_and_refuses_bad_sets(tmp_path, monkeypatch):
                                     "-o", str(tmp_path / "x.safetensors")])
     assert both.exit_code == 2 and "both --from and --to" in both.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@torch.no_grad()
+def test_per_image_h_matches_the_sums_and_single_image_runs(tiny_backbone):
+    from hspace.directions.mean_difference import h_along_trajectories
+
+    bb = tiny_backbone
+    x = _latents(bb, 3, 2)
+    each = h_along_trajectories(bb, x, 6, 300, batch_size=2, reduce="none")
+    sums = h_along_trajectories(bb, x, 6, 300, batch_size=3)
+    assert set(each) == set(sums) and all(each[t].shape == (3, *bb.h_shape) for t in each)
+    alone = h_along_trajectories(bb, x[1:2], 6, 300)
+    for t in each:
+        torch.testing.assert_close(each[t].sum(0), sums[t], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(each[t][1], alone[t], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="reduce"):
+        h_along_trajectories(bb, x, 6, 300, reduce="mean")

@@ -321,3 +321,48 @@ def test_train_directions_mean_difference_method(tmp_path):
     entry = json.loads((tmp_path / "d" / "eval.json").read_text())["directions"]["hat"]
     assert entry["run"]["method"] == "mean-difference" and entry["trained"]["pairs"] >= 1
     assert (tmp_path / "d" / "hat.safetensors").is_file()
+
+
+@torch.no_grad()
+def test_h_oracle_edit_is_exact_for_an_unchanged_twin_and_per_face():
+    from hspace.sampler import generate
+    from hspace.toyworld.directions import h_oracle_edit
+
+    backbone = _tame64()
+    g = torch.Generator().manual_seed(0)
+    src, twin = torch.randn(3, 3, 64, 64, generator=g), torch.randn(3, 3, 64, 64, generator=g)
+    plain = generate(backbone, src, 6)
+    torch.testing.assert_close(h_oracle_edit(backbone, src, src, 6, 500, precision="fp32"), plain)
+    edited = h_oracle_edit(backbone, src, twin, 6, 500, precision="fp32", batch_size=3)
+    assert (edited - plain).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # every face moved
+    # each face gets its own twin's h, whatever the batching
+    torch.testing.assert_close(h_oracle_edit(backbone, src, twin, 6, 500, precision="fp32", batch_size=1), edited,
+                               atol=1e-5, rtol=1e-4)
+    mixed = torch.cat([twin[:1], src[1:]])  # only face 0 has a different twin
+    one = h_oracle_edit(backbone, src, mixed, 6, 500, precision="fp32", batch_size=3)
+    torch.testing.assert_close(one[1:], plain[1:])
+    torch.testing.assert_close(one[:1], edited[:1], atol=1e-5, rtol=1e-4)
+
+
+@needs_probe
+def test_check_h_oracle_judges_each_direction(probe, tmp_path):
+    import json
+
+    from hspace.toyworld.quality import check_h_oracle
+
+    rep = check_h_oracle(_tame64(), probe, names=["hat", "eyes_closed"], n=6, steps=4, progress=False, log=lambda s: None)
+    hats = sum(not factors_for(1_000_003, i).hat for i in range(6))
+    assert rep["directions"]["hat"]["n_edited"] == hats
+    assert rep["directions"]["eyes_closed"]["n_edited"] == sum(factors_for(1_000_003, i).eyes_open for i in range(6))
+    for name, r in rep["directions"].items():
+        assert 0.0 <= r["min_preserved"] <= 1.0 and r["worst_factor"] in r["preservation"]
+    assert "hat" not in rep["directions"]["hat"]["preservation"] and rep["passed"] is None
+    # its rows in the check's table, and the CLI accepts it by name (it is not among the default checks)
+    from hspace.cli.toyworld_build import CHECKS, _markdown
+
+    table = _markdown({"h-oracle": rep})
+    assert table.count("h of its exact edit") == 2 and "diagnosis" in table
+    assert "h-oracle" not in CHECKS
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "h-oracle", "--model", str(tmp_path / "missing"),
+                                   "--out", str(tmp_path / "q")])
+    assert res.exit_code != 0 and "missing" in res.output and "unknown check" not in res.output

@@ -49,6 +49,8 @@ Examples:
 """
 
 CHECKS = ("probe", "base", "inversion", "clip", "directions")
+#: Diagnoses run only when named with --only (slow, and no bar).
+EXTRA_CHECKS = ("h-oracle",)
 
 
 def _need(what: str, load):
@@ -275,6 +277,13 @@ def _markdown(results: dict[str, Any]) -> str:
             if colour.get("n"):
                 row("directions", f"{name}: mean image colour moved, edit vs exact edit (n={colour['n']})",
                     f"{colour['edit_mean']:+.4f} vs {colour['needed_mean']:+.4f}", "", None)
+    if "h-oracle" in results:
+        o = results["h-oracle"]
+        for name, r in o["directions"].items():
+            rate = r["success_rate"]
+            row("h oracle", f"{name}: each face given the h of its exact edit (t >= {o['t_edit']}, n={o['n']}): "
+                f"target reached / worst other factor kept ({r['worst_factor']})",
+                f"{'-' if rate is None else f'{rate:.3f}'} / {r['min_preserved']:.3f}", "diagnosis", None)
     return "\n".join(lines) + "\n"
 
 
@@ -282,7 +291,7 @@ def _markdown(results: dict[str, Any]) -> str:
 @handle_errors
 def check_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (new or empty unless --overwrite).")],
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these checks (repeatable): probe, base, inversion, clip, directions.")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these checks (repeatable): probe, base, inversion, clip, directions; and h-oracle, a diagnosis run only when named (each face edited with the h of its exact edit: what any direction can reach).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer images and no 1000-step inversion (a smoke run; numbers are noisier).")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
@@ -296,9 +305,9 @@ def check_command(
     from ..toyworld import quality
 
     checks = list(only) if only else list(CHECKS)
-    bad = [c for c in checks if c not in CHECKS]
+    bad = [c for c in checks if c not in CHECKS + EXTRA_CHECKS]
     if bad:
-        raise fail(f"unknown check(s) {bad}; choose from {list(CHECKS)}")
+        raise fail(f"unknown check(s) {bad}; choose from {list(CHECKS + EXTRA_CHECKS)}")
     if threads < 1:
         raise fail("--threads must be >= 1")
     # an option no chosen check reads would be recorded in quality.json yet judge nothing
@@ -311,7 +320,7 @@ def check_command(
         raise fail(f"--directions-dir {directions_dir} is not a folder; give the folder that holds the <name>.safetensors files")
     torch.set_num_threads(threads)
     # load what is asked for before writing anything, so a wrong --model fails at once
-    backbone = _load_model(model) if set(checks) & {"base", "inversion", "directions"} else None
+    backbone = _load_model(model) if set(checks) & {"base", "inversion", "directions", "h-oracle"} else None
     encoder = _load_clip(clip) if "clip" in checks else None
     folder = prepare_output_dir(out, overwrite=overwrite)
     from ..toyworld.probe import load_probe
@@ -335,6 +344,8 @@ def check_command(
             results[c] = quality.check_inversion(backbone, n=n["inv"], steps=n["inv_steps"], progress=progress())
         elif c == "clip":
             results[c] = quality.check_clip(encoder, n=n["clip"])
+        elif c == "h-oracle":
+            results[c] = quality.check_h_oracle(backbone, probe, n=n["dirs"], progress=progress(), log=notice)
         else:
             results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
                                                   folder=directions_dir)

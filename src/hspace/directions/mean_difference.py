@@ -15,7 +15,7 @@ the means, so pairing never matters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -25,18 +25,22 @@ from ..schedule import abar_at, ddim_grid, generation_pairs
 from .base import DirectionMeta
 from .simple import PerStepDirection
 
-__all__ = ["h_trajectory_sums", "mean_difference_direction"]
+__all__ = ["h_along_trajectories", "mean_difference_direction"]
 
 
 @torch.no_grad()
-def h_trajectory_sums(backbone: Any, latents: torch.Tensor, n_steps: int, t_edit: int, *,
-                      precision: Precision = "fp32", batch_size: int = 16) -> dict[int, torch.Tensor]:
-    """Sum over images of h (float32 ``[C, H, W]``) at every grid step ``t >= t_edit`` of the
-    unedited DDIM trajectories (eta 0, no clipping: as inverted images are reconstructed) that
-    start at ``latents`` ``[N, C, S, S]``."""
+def h_along_trajectories(backbone: Any, latents: torch.Tensor, n_steps: int, t_edit: int, *,
+                         precision: Precision = "fp32", batch_size: int = 16,
+                         reduce: Literal["sum", "none"] = "sum") -> dict[int, torch.Tensor]:
+    """h (float32) at every grid step ``t >= t_edit`` of the unedited DDIM trajectories (eta 0,
+    no clipping: as inverted images are reconstructed) that start at ``latents`` ``[N, C, S, S]``:
+    summed over the images (``[C, H, W]`` per step, memory independent of N) or, with
+    ``reduce="none"``, per image (``[N, C, H, W]``)."""
+    if reduce not in ("sum", "none"):
+        raise ValueError(f"reduce must be 'sum' or 'none', got {reduce!r}")
     ac = backbone.alphas_cumprod
     pairs = [(t, t_next) for t, t_next in generation_pairs(ddim_grid(n_steps, ac.shape[0] - 1)) if t >= t_edit]
-    sums: dict[int, torch.Tensor] = {}
+    out: dict[int, list[torch.Tensor]] = {t: [] for t, _ in pairs}
     for start in range(0, latents.shape[0], batch_size):
         x = latents[start : start + batch_size].float()
         for t, t_next in pairs:
@@ -44,12 +48,14 @@ def h_trajectory_sums(backbone: Any, latents: torch.Tensor, n_steps: int, t_edit
             with network_autocast(precision, x.device):
                 enc = backbone.encode(to_memory_format(x, precision), tt)
                 eps = backbone.decode(enc)
-            h = enc.h.float().sum(dim=0)
-            sums[t] = sums[t] + h if t in sums else h
+            h = enc.h.float()
+            out[t].append(h.sum(dim=0, keepdim=True) if reduce == "sum" else h.contiguous())
             eps = eps.float()
             a_next = abar_at(ac, t_next)
             x = a_next.sqrt() * predict_x0(x, eps, abar_at(ac, t)) + direction_term(eps, a_next)
-    return sums
+    if reduce == "sum":
+        return {t: torch.cat(hs).sum(dim=0) for t, hs in out.items()}
+    return {t: torch.cat(hs) for t, hs in out.items()}
 
 
 def mean_difference_direction(backbone: Any, from_latents: torch.Tensor, to_latents: torch.Tensor, *,
@@ -82,10 +88,10 @@ def mean_difference_direction(backbone: Any, from_latents: torch.Tensor, to_late
             raise ValueError(f"{name} is empty: a mean difference needs at least one image on each side")
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-    sums_from = h_trajectory_sums(backbone, from_latents, n_steps, t_edit, precision=precision, batch_size=batch_size)
+    sums_from = h_along_trajectories(backbone, from_latents, n_steps, t_edit, precision=precision, batch_size=batch_size)
     if not sums_from:
         raise ValueError(f"t_edit={t_edit} leaves no step of the {n_steps}-step grid to edit")
-    sums_to = h_trajectory_sums(backbone, to_latents, n_steps, t_edit, precision=precision, batch_size=batch_size)
+    sums_to = h_along_trajectories(backbone, to_latents, n_steps, t_edit, precision=precision, batch_size=batch_size)
     n_from, n_to = from_latents.shape[0], to_latents.shape[0]
     init = {t: sums_to[t] / n_to - sums_from[t] / n_from for t in sums_from}
     extra = {**meta_fields.pop("extra", {}), "mean_difference": {"from_images": n_from, "to_images": n_to,

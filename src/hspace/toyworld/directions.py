@@ -36,6 +36,7 @@ __all__ = [
     "shipped_direction_path",
     "train_direction",
     "mean_difference_for",
+    "h_oracle_edit",
     "evaluate_direction",
     "target_twin",
     "mean_colour_change",
@@ -140,6 +141,31 @@ def mean_difference_for(backbone, spec: ToyDirection, recipe: DirectionRecipe, i
         extra={"toy_reference": {"judged_as": spec.judged_as, "data_seed": recipe.data_seed, "pairs": len(pairs)}},
     )
     return direction, len(pairs)
+
+
+@torch.no_grad()
+def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Tensor, n_steps: int, t_edit: int,
+                  precision: str = "bf16", batch_size: int = 25) -> torch.Tensor:
+    """Each source face edited with the h of its own exact edit: for ``t >= t_edit``,
+    ``dh = h_t(twin) - h_t(source)`` along the two unedited trajectories, applied with the Asyrp
+    step; plain DDIM below. No direction can know a face's twin, so this bounds what any h-space
+    direction can do for that face on ``backbone``: a factor this misses is not carried by h.
+    Returns the edited images ``[N, 3, S, S]``."""
+    from ..directions.mean_difference import h_along_trajectories
+    from ..sampler import Phases, generate
+
+    out = []
+    for i in range(0, source_latents.shape[0], batch_size):
+        src, twin = source_latents[i:i + batch_size], twin_latents[i:i + batch_size]
+        h_src, h_twin = (h_along_trajectories(backbone, x, n_steps, t_edit, precision=precision, batch_size=batch_size,
+                                              reduce="none") for x in (src, twin))
+        dh = {t: h_twin[t] - h_src[t] for t in h_src}
+
+        def delta(h: torch.Tensor, t: torch.Tensor, temb: Any) -> torch.Tensor:
+            return dh[int(t[0])]
+
+        out.append(generate(backbone, src, n_steps, delta=delta, phases=Phases(t_edit=t_edit), precision=precision))
+    return torch.cat(out)
 
 
 #: The smile of the exact "smiling" edit (the probe's success rule asks for >= 0.5 or a 0.3 step).

@@ -28,7 +28,7 @@ import torch
 
 from .probe import EVAL_SEED, AttributeProbe, evaluate_probe, probe_fid, render_eval_set
 
-__all__ = ["DIRECTION_CHECK_STEPS", "mean_response", "ideal_mean_response", "mean_response_report", "MEAN_RESPONSE_TS", "VALID_ERROR_FACTOR", "VALID_CALIBRATION_QUANTILE", "FaceValidity", "valid_faces", "check_probe", "check_base_model",
+__all__ = ["DIRECTION_CHECK_STEPS", "mean_response", "ideal_mean_response", "mean_response_report", "MEAN_RESPONSE_TS", "VALID_ERROR_FACTOR", "VALID_CALIBRATION_QUANTILE", "FaceValidity", "valid_faces", "check_probe", "check_base_model", "check_h_oracle",
            "check_inversion", "check_clip", "check_directions"]
 
 #: A sample is a *valid face* when re-rendering the probe's reading of it reproduces it: mean
@@ -259,3 +259,43 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
             f"({'ok' if rep['passed'] else 'BELOW BAR'})")
     return {"n": n, "strength": strength, "ddim_steps": steps, "precision": precision, "directions": results,
             "passed": all(r.get("passed", False) for r in results.values())}
+
+
+def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str]] = None, n: int = 100,
+                   t_edit: int = 500, precision: str = "bf16", steps: int = DIRECTION_CHECK_STEPS,
+                   progress: bool = True, log: Log = print) -> dict[str, Any]:
+    """What h can carry on ``backbone``: each held-out face edited with the h of its own exact edit
+    (:func:`~hspace.toyworld.directions.h_oracle_edit`), judged like the directions (target
+    reached, other factors kept). A diagnosis, no bar: a direction cannot beat this by much,
+    so a factor it misses is out of reach for every h-space direction on this model."""
+    from ..editor import EditConfig, Editor
+    from ..evaluation.factors import evaluate_toy_edit
+    from .dataset import render_faces
+    from .directions import TOY_DIRECTIONS, h_oracle_edit, target_twin
+    from .faces import factors_for
+
+    real, _ = render_eval_set(n, EVAL_SEED)
+    factors = [factors_for(EVAL_SEED, i) for i in range(n)]
+    editor = Editor(backbone, EditConfig(n_inv_steps=steps, n_steps=steps, batch_size=25, precision=precision,
+                                         cache_latents=False, progress=progress))
+    latents = editor.invert(real)
+    # a face that already meets the target gets no edit: its unedited reconstruction is judged
+    reconstructions = editor.reconstruct(latents).clamp(-1, 1)
+    results: dict[str, Any] = {}
+    for name in names or TOY_DIRECTIONS:
+        spec = TOY_DIRECTIONS[name]
+        twins = [target_twin(f, spec.judged_as) for f in factors]
+        idx = [i for i, t in enumerate(twins) if t is not None]
+        edited = reconstructions.clone()
+        if idx:
+            twin_latents = editor.invert(render_faces([twins[i] for i in idx]))
+            edited[idx] = h_oracle_edit(backbone, latents[idx], twin_latents, steps, t_edit, precision).clamp(-1, 1)
+        rep = evaluate_toy_edit(probe, real, edited, spec.judged_as, 1.0)
+        kept = {f: p["rate"] for f, p in rep["preservation"].items()}
+        worst = min(kept, key=kept.get)
+        results[name] = {"success_rate": rep["success"]["rate"], "worst_factor": worst, "min_preserved": kept[worst],
+                         "preservation": kept, "n_edited": len(idx)}
+        log(f"{name}: h of the exact edit reaches the target on {rep['success']['rate'] or 0:.2f}, "
+            f"worst kept {kept[worst]:.2f} ({worst})")
+    return {"n": n, "t_edit": t_edit, "ddim_steps": steps, "precision": precision, "directions": results,
+            "passed": None}
