@@ -21,7 +21,7 @@ from hspace.directions import GlobalDirection, load_direction, save_direction
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "asyrp-official"
 OFFICIAL = REFERENCE / "checkpoints" / "smiling_LC_CelebA_HQ_t999_ninv40_ngen40_0.pth"
 FAST = ["--steps", "4", "--inv-steps", "4"]
-VERBS = ("edit", "invert", "train", "interval", "import-official", "info", "models", "demo")
+VERBS = ("edit", "invert", "train", "difference", "interval", "import-official", "info", "models", "demo")
 
 
 @pytest.fixture(autouse=True)

@@ -291,7 +291,7 @@ def _markdown(results: dict[str, Any]) -> str:
 @handle_errors
 def check_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (new or empty unless --overwrite).")],
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these checks (repeatable): probe, base, inversion, clip, directions; and h-oracle, a diagnosis run only when named (each face edited with the h of its exact edit: what any direction can reach).")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these checks (repeatable): probe, base, inversion, clip, directions; and h-oracle, a diagnosis run only when named (each face edited with the h of its exact edit: how much of each edit h carries).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer images and no 1000-step inversion (a smoke run; numbers are noisier).")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,

@@ -148,8 +148,10 @@ def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Te
                   precision: str = "bf16", batch_size: int = 25) -> torch.Tensor:
     """Each source face edited with the h of its own exact edit: for ``t >= t_edit``,
     ``dh = h_t(twin) - h_t(source)`` along the two unedited trajectories, applied with the Asyrp
-    step; plain DDIM below. No direction can know a face's twin, so this bounds what any h-space
-    direction can do for that face on ``backbone``: a factor this misses is not carried by h.
+    step; plain DDIM below. It moves h exactly as much as the face's own exact edit moves it, so
+    a factor this misses is not carried by h's natural variation on ``backbone``: a direction can
+    still reach it, but only by moving h beyond anything real faces do (on ``toy-faces`` the
+    trained glasses direction does, and that is where its side effects come from, docs/toyworld.md).
     Returns the edited images ``[N, 3, S, S]``."""
     from ..directions.mean_difference import h_along_trajectories
     from ..sampler import Phases, generate

@@ -266,8 +266,9 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
                    progress: bool = True, log: Log = print) -> dict[str, Any]:
     """What h can carry on ``backbone``: each held-out face edited with the h of its own exact edit
     (:func:`~hspace.toyworld.directions.h_oracle_edit`), judged like the directions (target
-    reached, other factors kept). A diagnosis, no bar: a direction cannot beat this by much,
-    so a factor it misses is out of reach for every h-space direction on this model."""
+    reached, other factors kept). A diagnosis, no bar: it says how much of each edit the natural
+    change of h carries on this model; a direction that does better on the target moves h further
+    than real faces do."""
     from ..editor import EditConfig, Editor
     from ..evaluation.factors import evaluate_toy_edit
     from .dataset import render_faces
