@@ -350,7 +350,18 @@ def test_check_h_oracle_judges_each_direction(probe, tmp_path):
 
     from hspace.toyworld.quality import check_h_oracle
 
-    rep = check_h_oracle(_tame64(), probe, names=["hat", "eyes_closed"], n=6, steps=4, progress=False, log=lambda s: None)
+    from hspace.directions import save_direction
+
+    backbone = _tame64()
+    folder = tmp_path / "dirs"
+    folder.mkdir()  # a hat file (|dh| known exactly) and no eyes_closed file
+    save_direction(GlobalDirection.for_backbone(backbone, torch.full(backbone.h_shape, 0.5)), folder / "hat.safetensors")
+    rep = check_h_oracle(backbone, probe, names=["hat", "eyes_closed"], n=6, steps=4, progress=False,
+                         log=lambda s: None, folder=folder)
+    norms = rep["directions"]["hat"]["dh_norms"]
+    assert norms["direction_dh"] == pytest.approx(0.5 * torch.Size(backbone.h_shape).numel() ** 0.5, rel=1e-3)
+    assert norms["exact_edit_h_change"] > 0 and norms["ratio"] == pytest.approx(norms["direction_dh"] / norms["exact_edit_h_change"])
+    assert norms["n_faces"] == rep["directions"]["hat"]["n_edited"] and rep["directions"]["eyes_closed"]["dh_norms"] is None
     hats = sum(not factors_for(1_000_003, i).hat for i in range(6))
     assert rep["directions"]["hat"]["n_edited"] == hats
     assert rep["directions"]["eyes_closed"]["n_edited"] == sum(factors_for(1_000_003, i).eyes_open for i in range(6))
@@ -361,7 +372,7 @@ def test_check_h_oracle_judges_each_direction(probe, tmp_path):
     from hspace.cli.toyworld_build import CHECKS, _markdown
 
     table = _markdown({"h-oracle": rep})
-    assert table.count("h of its exact edit") == 2 and "diagnosis" in table
+    assert table.count("h of its exact edit") == 2 and table.count("abs(dh) of the direction file") == 1
     assert "h-oracle" not in CHECKS
     res = CliRunner().invoke(app, ["toyworld", "check", "--only", "h-oracle", "--model", str(tmp_path / "missing"),
                                    "--out", str(tmp_path / "q")])

@@ -284,6 +284,11 @@ def _markdown(results: dict[str, Any]) -> str:
             row("h oracle", f"{name}: each face given the h of its exact edit (t >= {o['t_edit']}, n={o['n']}): "
                 f"target reached / worst other factor kept ({r['worst_factor']})",
                 f"{'-' if rate is None else f'{rate:.3f}'} / {r['min_preserved']:.3f}", "diagnosis", None)
+            m = r.get("dh_norms")
+            if m:
+                row("h oracle", f"{name}: mean abs(dh) of the direction file / abs(h change) of the exact edit "
+                    f"(abs(h) {m['h']:.0f}; {m['n_faces']} faces, t >= {o['t_edit']} of {m['ddim_steps']} steps)",
+                    f"{m['direction_dh']:.1f} / {m['exact_edit_h_change']:.1f} = {m['ratio']:.1f}x", "diagnosis", None)
     return "\n".join(lines) + "\n"
 
 
@@ -313,8 +318,8 @@ def check_command(
     # an option no chosen check reads would be recorded in quality.json yet judge nothing
     if clip != "toy-clip" and "clip" not in checks:
         raise fail(f"--clip {clip} only changes the clip check, which is not among {checks}; add --only clip or drop --clip")
-    if directions_dir is not None and "directions" not in checks:
-        raise fail(f"--directions-dir only changes the directions check, which is not among {checks}; "
+    if directions_dir is not None and not {"directions", "h-oracle"} & set(checks):
+        raise fail(f"--directions-dir only changes the directions and h-oracle checks, neither among {checks}; "
                    "add --only directions or drop --directions-dir")
     if directions_dir is not None and not directions_dir.is_dir():
         raise fail(f"--directions-dir {directions_dir} is not a folder; give the folder that holds the <name>.safetensors files")
@@ -345,7 +350,8 @@ def check_command(
         elif c == "clip":
             results[c] = quality.check_clip(encoder, n=n["clip"])
         elif c == "h-oracle":
-            results[c] = quality.check_h_oracle(backbone, probe, n=n["dirs"], progress=progress(), log=notice)
+            results[c] = quality.check_h_oracle(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
+                                                folder=directions_dir)
         else:
             results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
                                                   folder=directions_dir)

@@ -15,7 +15,7 @@ the means, so pairing never matters.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -31,11 +31,14 @@ __all__ = ["h_along_trajectories", "mean_difference_direction"]
 @torch.no_grad()
 def h_along_trajectories(backbone: Any, latents: torch.Tensor, n_steps: int, t_edit: int, *,
                          precision: Precision = "fp32", batch_size: int = 16,
-                         reduce: Literal["sum", "none"] = "sum") -> dict[int, torch.Tensor]:
+                         reduce: Literal["sum", "none"] = "sum",
+                         measure: Callable[[Any], torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
     """h (float32) at every grid step ``t >= t_edit`` of the unedited DDIM trajectories (eta 0,
     no clipping: as inverted images are reconstructed) that start at ``latents`` ``[N, C, S, S]``:
     summed over the images (``[C, H, W]`` per step, memory independent of N) or, with
-    ``reduce="none"``, per image (``[N, C, H, W]``)."""
+    ``reduce="none"``, per image (``[N, C, H, W]``). ``measure(enc)`` records something else
+    per image instead of h, from the step's :class:`~hspace.backbones.base.Encoded` (h, temb, t),
+    e.g. a direction's ``|dh|`` at the image's own h."""
     if reduce not in ("sum", "none"):
         raise ValueError(f"reduce must be 'sum' or 'none', got {reduce!r}")
     ac = backbone.alphas_cumprod
@@ -48,7 +51,7 @@ def h_along_trajectories(backbone: Any, latents: torch.Tensor, n_steps: int, t_e
             with network_autocast(precision, x.device):
                 enc = backbone.encode(to_memory_format(x, precision), tt)
                 eps = backbone.decode(enc)
-            h = enc.h.float()
+            h = (enc.h if measure is None else measure(enc)).float()
             out[t].append(h.sum(dim=0, keepdim=True) if reduce == "sum" else h.contiguous())
             eps = eps.float()
             a_next = abar_at(ac, t_next)

@@ -261,18 +261,49 @@ def check_directions(backbone, probe: AttributeProbe, names: Optional[Sequence[s
             "passed": all(r.get("passed", False) for r in results.values())}
 
 
+#: Faces and DDIM grid for comparing a direction's |dh| with the exact edit's h change (the recipe's grid).
+NORM_FACES, NORM_STEPS = 20, 40
+
+
+def _dh_norms(backbone, direction, latents: torch.Tensor, twin_latents: torch.Tensor, t_edit: int,
+              precision: str) -> dict[str, float]:
+    """Mean over faces and grid steps t >= t_edit (:data:`NORM_STEPS`) of ``|h|``, of the exact
+    edit's ``|h(twin) - h(face)|`` and of ``direction``'s ``|dh|`` at the face's own h."""
+    from ..directions.mean_difference import h_along_trajectories
+
+    def norms(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).norm(dim=1)
+
+    kw = dict(precision=precision, reduce="none")
+    h = h_along_trajectories(backbone, latents, NORM_STEPS, t_edit, **kw)
+    h_twin = h_along_trajectories(backbone, twin_latents, NORM_STEPS, t_edit, **kw)
+    dh = h_along_trajectories(backbone, latents, NORM_STEPS, t_edit, measure=lambda enc: norms(
+        direction(enc.h, enc.t, enc.temb).float()), **kw)
+
+    def mean(per_t: dict[int, torch.Tensor]) -> float:
+        return float(torch.stack([v.float().mean() for v in per_t.values()]).mean())
+
+    out = {"h": mean({t: norms(v) for t, v in h.items()}),
+           "exact_edit_h_change": mean({t: norms(h_twin[t] - h[t]) for t in h}), "direction_dh": mean(dh)}
+    out["ratio"] = out["direction_dh"] / out["exact_edit_h_change"]
+    return out
+
+
 def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str]] = None, n: int = 100,
                    t_edit: int = 500, precision: str = "bf16", steps: int = DIRECTION_CHECK_STEPS,
-                   progress: bool = True, log: Log = print) -> dict[str, Any]:
+                   progress: bool = True, log: Log = print, folder: Optional[Path] = None) -> dict[str, Any]:
     """What h can carry on ``backbone``: each held-out face edited with the h of its own exact edit
     (:func:`~hspace.toyworld.directions.h_oracle_edit`), judged like the directions (target
     reached, other factors kept). A diagnosis, no bar: it says how much of each edit the natural
     change of h carries on this model; a direction that does better on the target moves h further
-    than real faces do."""
+    than real faces do. Where ``folder`` (default: the shipped directions) has the direction's
+    file, ``dh_norms`` compares its |dh| with the exact edit's h change (:func:`_dh_norms`, on the
+    first :data:`NORM_FACES` edited faces)."""
     from ..editor import EditConfig, Editor
     from ..evaluation.factors import evaluate_toy_edit
     from .dataset import render_faces
-    from .directions import TOY_DIRECTIONS, h_oracle_edit, target_twin
+    from ..directions import load_direction
+    from .directions import TOY_DIRECTIONS, h_oracle_edit, shipped_direction_path, target_twin
     from .faces import factors_for
 
     real, _ = render_eval_set(n, EVAL_SEED)
@@ -288,15 +319,23 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
         twins = [target_twin(f, spec.judged_as) for f in factors]
         idx = [i for i, t in enumerate(twins) if t is not None]
         edited = reconstructions.clone()
+        norms = None
         if idx:
             twin_latents = editor.invert(render_faces([twins[i] for i in idx]))
             edited[idx] = h_oracle_edit(backbone, latents[idx], twin_latents, steps, t_edit, precision).clamp(-1, 1)
+            path = shipped_direction_path(name, folder)
+            if path is not None:
+                k = min(NORM_FACES, len(idx))
+                norms = _dh_norms(backbone, load_direction(path, backbone), latents[idx[:k]], twin_latents[:k], t_edit,
+                                  precision)
+                norms.update(n_faces=k, ddim_steps=NORM_STEPS, file=str(path))
         rep = evaluate_toy_edit(probe, real, edited, spec.judged_as, 1.0)
         kept = {f: p["rate"] for f, p in rep["preservation"].items()}
         worst = min(kept, key=kept.get)
         results[name] = {"success_rate": rep["success"]["rate"], "worst_factor": worst, "min_preserved": kept[worst],
-                         "preservation": kept, "n_edited": len(idx)}
+                         "preservation": kept, "n_edited": len(idx), "dh_norms": norms}
+        moved = f"; the direction file's |dh| is {norms['ratio']:.1f}x the exact edit's h change" if norms else ""
         log(f"{name}: h of the exact edit reaches the target on {rep['success']['rate'] or 0:.2f}, "
-            f"worst kept {kept[worst]:.2f} ({worst})")
+            f"worst kept {kept[worst]:.2f} ({worst}){moved}")
     return {"n": n, "t_edit": t_edit, "ddim_steps": steps, "precision": precision, "directions": results,
             "passed": None}
