@@ -115,3 +115,17 @@ def test_per_image_h_matches_the_sums_and_single_image_runs(tiny_backbone):
         torch.testing.assert_close(each[t][1], alone[t], atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="reduce"):
         h_along_trajectories(bb, x, 6, 300, reduce="mean")
+
+
+def test_measure_runs_a_trained_style_direction_under_bf16(tiny_backbone):
+    """A measure that runs a network (the paper's f_t) on the step's bf16 h, as the h-oracle check does."""
+    from hspace.directions import ImplicitDirection
+    from hspace.directions.mean_difference import h_along_trajectories
+
+    bb = tiny_backbone
+    f_t = ImplicitDirection.for_backbone(bb, "ddpm")
+    x = _latents(bb, 2, 3)
+    with torch.no_grad():
+        norms = h_along_trajectories(bb, x, 4, 500, precision="bf16", reduce="none",
+                                     measure=lambda enc: f_t(enc.h, enc.t, enc.temb).float().flatten(1).norm(dim=1))
+    assert all(v.shape == (2,) and torch.isfinite(v).all() for v in norms.values())

@@ -51,7 +51,7 @@ def h_along_trajectories(backbone: Any, latents: torch.Tensor, n_steps: int, t_e
             with network_autocast(precision, x.device):
                 enc = backbone.encode(to_memory_format(x, precision), tt)
                 eps = backbone.decode(enc)
-            h = (enc.h if measure is None else measure(enc)).float()
+                h = (enc.h if measure is None else measure(enc)).float()  # a measure may run a network too
             out[t].append(h.sum(dim=0, keepdim=True) if reduce == "sum" else h.contiguous())
             eps = eps.float()
             a_next = abar_at(ac, t_next)
