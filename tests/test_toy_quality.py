@@ -354,8 +354,10 @@ def test_check_h_oracle_judges_each_direction(probe, tmp_path):
 
     backbone = _tame64()
     folder = tmp_path / "dirs"
-    folder.mkdir()  # a hat file (|dh| known exactly) and no eyes_closed file
+    folder.mkdir()  # a hat file (|dh| known exactly) and an eyes_closed file of another shape
     save_direction(GlobalDirection.for_backbone(backbone, torch.full(backbone.h_shape, 0.5)), folder / "hat.safetensors")
+    # a file that does not fit this model is named and skipped, not a crash
+    save_direction(GlobalDirection((8, 8, 8), torch.ones(8, 8, 8)), folder / "eyes_closed.safetensors")
     rep = check_h_oracle(backbone, probe, names=["hat", "eyes_closed"], n=6, steps=4, progress=False,
                          log=lambda s: None, folder=folder)
     norms = rep["directions"]["hat"]["dh_norms"]

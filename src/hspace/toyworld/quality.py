@@ -302,7 +302,7 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
     from ..editor import EditConfig, Editor
     from ..evaluation.factors import evaluate_toy_edit
     from .dataset import render_faces
-    from ..directions import load_direction
+    from ..directions import DirectionMismatchError, load_direction
     from .directions import TOY_DIRECTIONS, h_oracle_edit, shipped_direction_path, target_twin
     from .faces import factors_for
 
@@ -324,10 +324,14 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
             twin_latents = editor.invert(render_faces([twins[i] for i in idx]))
             edited[idx] = h_oracle_edit(backbone, latents[idx], twin_latents, steps, t_edit, precision).clamp(-1, 1)
             path = shipped_direction_path(name, folder)
-            if path is not None:
+            try:
+                direction = load_direction(path, backbone) if path is not None else None
+            except DirectionMismatchError as err:  # e.g. the shipped files against a candidate of another shape
+                log(f"{name}: no |dh| comparison: {err}")
+                direction = None
+            if direction is not None:
                 k = min(NORM_FACES, len(idx))
-                norms = _dh_norms(backbone, load_direction(path, backbone), latents[idx[:k]], twin_latents[:k], t_edit,
-                                  precision)
+                norms = _dh_norms(backbone, direction, latents[idx[:k]], twin_latents[:k], t_edit, precision)
                 norms.update(n_faces=k, ddim_steps=NORM_STEPS, file=str(path))
         rep = evaluate_toy_edit(probe, real, edited, spec.judged_as, 1.0)
         kept = {f: p["rate"] for f, p in rep["preservation"].items()}
