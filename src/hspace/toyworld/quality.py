@@ -299,10 +299,10 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
     than real faces do. Where ``folder`` (default: the shipped directions) has the direction's
     file, ``dh_norms`` compares its |dh| with the exact edit's h change (:func:`_dh_norms`, on the
     first :data:`NORM_FACES` edited faces)."""
+    from ..directions import DirectionMismatchError, load_direction
     from ..editor import EditConfig, Editor
     from ..evaluation.factors import evaluate_toy_edit
     from .dataset import render_faces
-    from ..directions import DirectionMismatchError, load_direction
     from .directions import TOY_DIRECTIONS, h_oracle_edit, shipped_direction_path, target_twin
     from .faces import factors_for
 
