@@ -344,6 +344,33 @@ def test_h_oracle_edit_is_exact_for_an_unchanged_twin_and_per_face():
     torch.testing.assert_close(one[:1], edited[:1], atol=1e-5, rtol=1e-4)
 
 
+@torch.no_grad()
+def test_h_oracle_levels_move_the_skips_too():
+    """With every skip level added, the first edited step's e~ is the twin's own eps: the exact
+    Asyrp step from the source towards the twin, computed by hand on a two-step grid."""
+    from hspace.sampler import asymmetric_step, ddim_step
+    from hspace.toyworld.directions import h_oracle_edit, skip_resolutions
+
+    backbone = _tame64()
+    sizes = skip_resolutions(backbone)
+    assert sizes == sorted(sizes) and sizes[-1] == 64 and backbone.h_shape[-1] in sizes
+    g = torch.Generator().manual_seed(1)
+    src, twin = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
+    ac = backbone.alphas_cumprod
+    x1 = asymmetric_step(src, backbone.eps(src, 999), backbone.eps(twin, 999), ac[999], ac[0]).x_next
+    by_hand = ddim_step(x1, backbone.eps(x1, 0), ac[0], 1.0).x_next
+    every = h_oracle_edit(backbone, src, twin, 2, 999, precision="fp32", levels=sizes)
+    torch.testing.assert_close(every, by_hand, atol=1e-4, rtol=1e-4)
+    # h alone, or h with one level, is another edit; and each face still gets its own twin's change
+    only_h = h_oracle_edit(backbone, src, twin, 2, 999, precision="fp32")
+    coarse = h_oracle_edit(backbone, src, twin, 2, 999, precision="fp32", levels=sizes[:1])
+    assert (only_h - every).abs().amax() > 1e-3 and (coarse - only_h).abs().amax() > 1e-3
+    torch.testing.assert_close(h_oracle_edit(backbone, src, twin, 2, 999, precision="fp32", levels=sizes[:1],
+                                             batch_size=1), coarse, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match=r"not skip resolutions.*\[16, 32, 64\]"):
+        h_oracle_edit(backbone, src, twin, 2, 999, levels=(12,))
+
+
 @needs_probe
 def test_check_h_oracle_judges_each_direction(probe, tmp_path):
     import json
@@ -379,3 +406,20 @@ def test_check_h_oracle_judges_each_direction(probe, tmp_path):
     res = CliRunner().invoke(app, ["toyworld", "check", "--only", "h-oracle", "--model", str(tmp_path / "missing"),
                                    "--out", str(tmp_path / "q")])
     assert res.exit_code != 0 and "missing" in res.output and "unknown check" not in res.output
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "probe", "--by-level", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "only change the h-oracle check" in res.output
+
+
+@needs_probe
+def test_check_h_oracle_by_level(probe):
+    from hspace.cli.toyworld_build import _markdown
+    from hspace.toyworld.quality import check_h_oracle
+
+    rep = check_h_oracle(_tame64(), probe, names=["hat"], n=4, steps=4, progress=False, log=lambda s: None,
+                         by_level=True, t_edit=300)
+    assert rep["level_sets"] == ["h+16", "h+16+32", "h+16+32+64"] and rep["t_edit"] == 300
+    by = rep["directions"]["hat"]["by_level"]
+    assert list(by) == rep["level_sets"]
+    for v in by.values():
+        assert 0.0 <= v["min_preserved"] <= 1.0 and "hat" not in v["preservation"]
+    assert _markdown({"h-oracle": rep}).count("skip levels in px") == 3

@@ -284,6 +284,11 @@ def _markdown(results: dict[str, Any]) -> str:
             row("h oracle", f"{name}: each face given the h of its exact edit (t >= {o['t_edit']}, n={o['n']}): "
                 f"target reached / worst other factor kept ({r['worst_factor']})",
                 f"{'-' if rate is None else f'{rate:.3f}'} / {r['min_preserved']:.3f}", "diagnosis", None)
+            for label, v in (r.get("by_level") or {}).items():
+                rate = v["success_rate"]
+                row("h oracle", f"{name}: the same with the exact edit's {label} (skip levels in px): "
+                    f"target reached / worst other factor kept ({v['worst_factor']})",
+                    f"{'-' if rate is None else f'{rate:.3f}'} / {v['min_preserved']:.3f}", "diagnosis", None)
             m = r.get("dh_norms")
             if m:
                 row("h oracle", f"{name}: mean abs(dh) of the direction file / abs(h change) of the exact edit "
@@ -303,6 +308,8 @@ def check_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to judge: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`), to check a candidate without replacing the shipped one.")] = "toy-faces",
     directions_dir: Annotated[Optional[Path], typer.Option("--directions-dir", help="Folder of <name>.safetensors direction files to judge (default: the shipped ones).")] = None,
     clip: Annotated[str, typer.Option("--clip", help="CLIP to judge (the clip check): the built-in toy-clip, or a folder from `train-clip --out`.")] = "toy-clip",
+    by_level: Annotated[bool, typer.Option("--by-level", help="h-oracle: also add the exact edit's change of the decoder's skips, one level at a time (h+8, h+8+16, ...): which level carries each edit.")] = False,
+    oracle_t_edit: Annotated[int, typer.Option("--oracle-t-edit", metavar="T", help="h-oracle: edit where t >= T (0..999).")] = 500,
 ) -> None:
     import torch
 
@@ -321,6 +328,11 @@ def check_command(
     if directions_dir is not None and not {"directions", "h-oracle"} & set(checks):
         raise fail(f"--directions-dir only changes the directions and h-oracle checks, neither among {checks}; "
                    "add --only directions or drop --directions-dir")
+    if (by_level or oracle_t_edit != 500) and "h-oracle" not in checks:
+        raise fail(f"--by-level and --oracle-t-edit only change the h-oracle check, which is not among {checks}; "
+                   "add --only h-oracle or drop them")
+    if not 0 <= oracle_t_edit <= 999:
+        raise fail(f"--oracle-t-edit must be a timestep in 0..999, got {oracle_t_edit}")
     if directions_dir is not None and not directions_dir.is_dir():
         raise fail(f"--directions-dir {directions_dir} is not a folder; give the folder that holds the <name>.safetensors files")
     torch.set_num_threads(threads)
@@ -351,7 +363,7 @@ def check_command(
             results[c] = quality.check_clip(encoder, n=n["clip"])
         elif c == "h-oracle":
             results[c] = quality.check_h_oracle(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
-                                                folder=directions_dir)
+                                                folder=directions_dir, by_level=by_level, t_edit=oracle_t_edit)
         else:
             results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
                                                   folder=directions_dir)
@@ -361,6 +373,7 @@ def check_command(
     (folder / "quality.md").write_text(table, encoding="utf-8")
     write_json({"results": results, "seconds": seconds, "quick": quick,
                 "run": run_record(None, command="toyworld check", checks=checks, model=model, clip=clip,
+                                  by_level=by_level, oracle_t_edit=oracle_t_edit,
                                   directions_dir=None if directions_dir is None else str(directions_dir))},
                folder / "quality.json")
     say(table)

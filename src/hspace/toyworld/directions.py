@@ -37,6 +37,7 @@ __all__ = [
     "train_direction",
     "mean_difference_for",
     "h_oracle_edit",
+    "skip_resolutions",
     "evaluate_direction",
     "target_twin",
     "mean_colour_change",
@@ -144,29 +145,67 @@ def mean_difference_for(backbone, spec: ToyDirection, recipe: DirectionRecipe, i
 
 
 @torch.no_grad()
+def skip_resolutions(backbone) -> list[int]:
+    """The spatial sizes of ``backbone``'s skip activations (the decoder's levels), coarsest first:
+    ``[8, 16, 32, 64]`` on toy-faces."""
+    size = backbone.image_size
+    with torch.no_grad():
+        enc = backbone.encode(torch.zeros(1, backbone.in_channels, size, size, device=backbone.device),
+                              backbone.alphas_cumprod.shape[0] - 1)
+    return sorted({s.shape[-1] for s in enc.skips})
+
+
 def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Tensor, n_steps: int, t_edit: int,
-                  precision: str = "bf16", batch_size: int = 25) -> torch.Tensor:
+                  precision: str = "bf16", batch_size: int = 25, levels: Sequence[int] = ()) -> torch.Tensor:
     """Each source face edited with the h of its own exact edit: for ``t >= t_edit``,
     ``dh = h_t(twin) - h_t(source)`` along the two unedited trajectories, applied with the Asyrp
     step; plain DDIM below. It moves h exactly as much as the face's own exact edit moves it, so
     a factor this misses is not carried by h's natural variation on ``backbone``: a direction can
     still reach it, but only by moving h beyond anything real faces do (on ``toy-faces`` the
     trained glasses direction does, and that is where its side effects come from, docs/toyworld.md).
-    Returns the edited images ``[N, 3, S, S]``."""
-    from ..directions.mean_difference import h_along_trajectories
-    from ..sampler import Phases, generate
 
+    ``levels`` (skip resolutions in pixels, e.g. ``(8, 16)``) also gives each of the decoder's skip
+    activations of those sizes the same change (``skip(twin) - skip(source)``, only in e~, as for
+    h): where an edit appears only once a level is added, that level carries it, not h. With every
+    level the edited e~ is the twin's up to the network's non-linearity.
+    Returns the edited images ``[N, 3, S, S]``."""
+    from ..backbones.base import Encoded
+    from ..precision import network_autocast, to_memory_format
+    from ..sampler import asymmetric_step, ddim_step
+    from ..schedule import abar_at, ddim_grid, generation_pairs
+
+    if source_latents.shape != twin_latents.shape:
+        raise ValueError(f"source and twin latents differ in shape: {tuple(source_latents.shape)} "
+                         f"and {tuple(twin_latents.shape)}")
+    wanted = set(levels)
+    if wanted and not wanted <= set(sizes := skip_resolutions(backbone)):
+        raise ValueError(f"levels {sorted(wanted - set(sizes))} are not skip resolutions of this model (it has {sizes})")
+    ac = backbone.alphas_cumprod
+    pairs = generation_pairs(ddim_grid(n_steps, ac.shape[0] - 1))
     out = []
     for i in range(0, source_latents.shape[0], batch_size):
-        src, twin = source_latents[i:i + batch_size], twin_latents[i:i + batch_size]
-        h_src, h_twin = (h_along_trajectories(backbone, x, n_steps, t_edit, precision=precision, batch_size=batch_size,
-                                              reduce="none") for x in (src, twin))
-        dh = {t: h_twin[t] - h_src[t] for t in h_src}
-
-        def delta(h: torch.Tensor, t: torch.Tensor, temb: Any) -> torch.Tensor:
-            return dh[int(t[0])]
-
-        out.append(generate(backbone, src, n_steps, delta=delta, phases=Phases(t_edit=t_edit), precision=precision))
+        x_src, x_twin = source_latents[i:i + batch_size].float(), twin_latents[i:i + batch_size].float()
+        x = x_src
+        for t, t_next in pairs:
+            tt = torch.full((x.shape[0],), float(t), device=x.device)
+            a, a_next = abar_at(ac, t), abar_at(ac, t_next)
+            with torch.no_grad(), network_autocast(precision, x.device):
+                enc = backbone.encode(to_memory_format(x, precision), tt)
+                eps = backbone.decode(enc)
+                if t >= t_edit:
+                    # the two unedited trajectories walk in step with the edited one
+                    e_src, e_twin = (backbone.encode(to_memory_format(y, precision), tt) for y in (x_src, x_twin))
+                    skips = tuple(s + (w - o) if s.shape[-1] in wanted else s
+                                  for s, o, w in zip(enc.skips, e_src.skips, e_twin.skips))
+                    h_edit = enc.h + (e_twin.h - e_src.h)
+                    eps_edit = backbone.decode(Encoded(h=h_edit, skips=skips, temb=enc.temb, t=enc.t), h_edit)
+                    eps_src, eps_twin = backbone.decode(e_src).float(), backbone.decode(e_twin).float()
+                else:
+                    eps_edit = eps
+            x = asymmetric_step(x, eps.float(), eps_edit.float(), a, a_next).x_next
+            if t >= t_edit:
+                x_src, x_twin = (ddim_step(y, e, a, a_next).x_next for y, e in ((x_src, eps_src), (x_twin, eps_twin)))
+        out.append(x)
     return torch.cat(out)
 
 

@@ -291,19 +291,24 @@ def _dh_norms(backbone, direction, latents: torch.Tensor, twin_latents: torch.Te
 
 def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str]] = None, n: int = 100,
                    t_edit: int = 500, precision: str = "bf16", steps: int = DIRECTION_CHECK_STEPS,
-                   progress: bool = True, log: Log = print, folder: Optional[Path] = None) -> dict[str, Any]:
+                   progress: bool = True, log: Log = print, folder: Optional[Path] = None,
+                   by_level: bool = False) -> dict[str, Any]:
     """What h can carry on ``backbone``: each held-out face edited with the h of its own exact edit
     (:func:`~hspace.toyworld.directions.h_oracle_edit`), judged like the directions (target
     reached, other factors kept). A diagnosis, no bar: it says how much of each edit the natural
     change of h carries on this model; a direction that does better on the target moves h further
     than real faces do. Where ``folder`` (default: the shipped directions) has the direction's
     file, ``dh_norms`` compares its |dh| with the exact edit's h change (:func:`_dh_norms`, on the
-    first :data:`NORM_FACES` edited faces)."""
+    first :data:`NORM_FACES` edited faces).
+
+    ``by_level`` also runs the oracle with the skip activations of the decoder's levels added one
+    by one, coarsest first (``h+8``, ``h+8+16``, ... on toy-faces; ``levels`` of
+    :func:`~hspace.toyworld.directions.h_oracle_edit`): the first level set that reaches an edit
+    says where the model carries it. Recorded per edit under ``by_level``."""
     from ..directions import DirectionMismatchError, load_direction
     from ..editor import EditConfig, Editor
-    from ..evaluation.factors import evaluate_toy_edit
     from .dataset import render_faces
-    from .directions import TOY_DIRECTIONS, h_oracle_edit, shipped_direction_path, target_twin
+    from .directions import TOY_DIRECTIONS, h_oracle_edit, shipped_direction_path, skip_resolutions, target_twin
     from .faces import factors_for
 
     real, _ = render_eval_set(n, EVAL_SEED)
@@ -313,6 +318,8 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
     latents = editor.invert(real)
     # a face that already meets the target gets no edit: its unedited reconstruction is judged
     reconstructions = editor.reconstruct(latents).clamp(-1, 1)
+    sizes = skip_resolutions(backbone) if by_level else []
+    level_sets = [tuple(sizes[:k]) for k in range(1, len(sizes) + 1)]  # coarsest first, cumulative
     results: dict[str, Any] = {}
     for name in names or TOY_DIRECTIONS:
         spec = TOY_DIRECTIONS[name]
@@ -320,9 +327,15 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
         idx = [i for i, t in enumerate(twins) if t is not None]
         edited = reconstructions.clone()
         norms = None
+        by: dict[str, Any] = {}
         if idx:
             twin_latents = editor.invert(render_faces([twins[i] for i in idx]))
             edited[idx] = h_oracle_edit(backbone, latents[idx], twin_latents, steps, t_edit, precision).clamp(-1, 1)
+            for levels in level_sets:
+                levelled = reconstructions.clone()
+                levelled[idx] = h_oracle_edit(backbone, latents[idx], twin_latents, steps, t_edit, precision,
+                                              levels=levels).clamp(-1, 1)
+                by["+".join(["h", *map(str, levels)])] = _oracle_verdict(probe, real, levelled, spec.judged_as)
             path = shipped_direction_path(name, folder)
             try:
                 direction = load_direction(path, backbone) if path is not None else None
@@ -333,13 +346,26 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
                 k = min(NORM_FACES, len(idx))
                 norms = _dh_norms(backbone, direction, latents[idx[:k]], twin_latents[:k], t_edit, precision)
                 norms.update(n_faces=k, ddim_steps=NORM_STEPS, file=str(path))
-        rep = evaluate_toy_edit(probe, real, edited, spec.judged_as, 1.0)
-        kept = {f: p["rate"] for f, p in rep["preservation"].items()}
-        worst = min(kept, key=kept.get)
-        results[name] = {"success_rate": rep["success"]["rate"], "worst_factor": worst, "min_preserved": kept[worst],
-                         "preservation": kept, "n_edited": len(idx), "dh_norms": norms}
+        verdict = _oracle_verdict(probe, real, edited, spec.judged_as)
+        results[name] = {**verdict, "n_edited": len(idx), "dh_norms": norms}
+        if by_level:
+            results[name]["by_level"] = by
         moved = f"; the direction file's |dh| is {norms['ratio']:.1f}x the exact edit's h change" if norms else ""
-        log(f"{name}: h of the exact edit reaches the target on {rep['success']['rate'] or 0:.2f}, "
-            f"worst kept {kept[worst]:.2f} ({worst}){moved}")
+        log(f"{name}: h of the exact edit reaches the target on {verdict['success_rate'] or 0:.2f}, "
+            f"worst kept {verdict['min_preserved']:.2f} ({verdict['worst_factor']}){moved}")
+        for label, v in by.items():
+            log(f"{name}: {label} of the exact edit: target {v['success_rate'] or 0:.2f}, "
+                f"worst kept {v['min_preserved']:.2f} ({v['worst_factor']})")
     return {"n": n, "t_edit": t_edit, "ddim_steps": steps, "precision": precision, "directions": results,
-            "passed": None}
+            "level_sets": ["+".join(["h", *map(str, ls)]) for ls in level_sets], "passed": None}
+
+
+def _oracle_verdict(probe: AttributeProbe, real: torch.Tensor, edited: torch.Tensor, judged_as: str) -> dict[str, Any]:
+    """Target reached and other factors kept, as the directions are judged."""
+    from ..evaluation.factors import evaluate_toy_edit
+
+    rep = evaluate_toy_edit(probe, real, edited, judged_as, 1.0)
+    kept = {f: p["rate"] for f, p in rep["preservation"].items()}
+    worst = min(kept, key=kept.get)
+    return {"success_rate": rep["success"]["rate"], "worst_factor": worst, "min_preserved": kept[worst],
+            "preservation": kept}

@@ -202,6 +202,13 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
     # stopped) got closer (docs/toyworld.md)
     "toy-faces-1group": lambda: Recipe(unet=dict(TOY_FACES_UNET, norm_num_groups=1), steps=7000, lowfreq_weight=0.3,
                                        lowfreq_schedule=((3093, 1.0),)),
+    # the h-oracle by level (docs/toyworld.md) found glasses carried by the 16 and 32 px skips, not
+    # h: this layout keeps attention out of the 16 px level (as ADM keeps it at 1/8 of the image
+    # and coarser) and gives the 8x8 level and h more width
+    "toy-faces-deep-h": lambda: Recipe(unet=dict(
+        TOY_FACES_UNET, block_out_channels=(32, 64, 128, 256),
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"))),
     "tiny": lambda: Recipe(unet=dict(TINY_UNET), steps=200, batch_size=8, warmup_steps=10, supersample=2),
 }
 
