@@ -373,11 +373,8 @@ def test_h_oracle_levels_move_the_skips_too():
 
 @needs_probe
 def test_check_h_oracle_judges_each_direction(probe, tmp_path):
-    import json
-
-    from hspace.toyworld.quality import check_h_oracle
-
     from hspace.directions import save_direction
+    from hspace.toyworld.quality import check_h_oracle
 
     backbone = _tame64()
     folder = tmp_path / "dirs"

@@ -46,6 +46,7 @@ Examples:
   hspace toyworld check --only directions --out /tmp/q
   hspace toyworld check --only base --model /tmp/candidate --out /tmp/q   # a retrained U-Net, shipped one untouched
   hspace toyworld check --only directions --directions-dir /tmp/dirs --model /tmp/candidate --out /tmp/q
+  hspace toyworld check --only h-oracle --by-level --model /tmp/candidate --out /tmp/q   # what h (and each skip level) carries
 """
 
 CHECKS = ("probe", "base", "inversion", "clip", "directions")
