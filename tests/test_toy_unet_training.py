@@ -69,6 +69,25 @@ def test_one_group_recipe_keeps_h_and_lets_channel_means_through():
     assert shapes["h"] == (1, 192, 8, 8)
 
 
+def test_deep_h_recipe_keeps_attention_at_8x8_and_widens_h():
+    """The candidate for an h that carries more of the edits: no attention at 16 px (the level that
+    carries glasses on toy-faces), h = [256, 8, 8], the shipped recipe otherwise."""
+    from diffusers.models.attention_processor import Attention
+
+    r = RECIPES["toy-faces-deep-h"]()
+    r.validate()
+    assert r.steps == RECIPES["toy-faces"]().steps and r.lowfreq_weight == 0
+    unet = build_unet(r.unet)
+    sizes, shapes = set(), {}
+    for m in unet.modules():
+        if isinstance(m, Attention):
+            m.register_forward_pre_hook(lambda m, args, kwargs: sizes.add(tuple(args[0].shape[-2:])), with_kwargs=True)
+    unet.mid_block.register_forward_hook(lambda m, i, o: shapes.update(h=tuple(o.shape)))
+    with torch.no_grad():
+        unet(torch.zeros(1, 3, 64, 64), torch.tensor([10]))
+    assert sizes == {(8, 8)} and shapes["h"] == (1, 256, 8, 8)
+
+
 def test_loss_finite_and_decreases_on_a_fixed_batch():
     r = tiny_recipe()
     model = build_unet(r.unet, seed=0).to(memory_format=torch.channels_last).train()
