@@ -122,7 +122,7 @@ Examples:
                       short_help="Train the built-in toy-faces diffusion model (resumable).")
 @handle_errors
 def train_unet_command(
-    recipe_name: Annotated[str, typer.Option("--recipe", help="Recipe: toy-faces (the shipped model), toy-faces-1group (the candidate colour fix: 1 norm group + the low-frequency term, 7000 steps), toy-faces-deep-h (no attention at 16 px, a wider 8x8 level: the candidate for an h that carries more of the edits) or tiny (smoke runs).")] = "toy-faces",
+    recipe_name: Annotated[str, typer.Option("--recipe", help="Recipe: toy-faces (the shipped model), toy-faces-1group (the candidate colour fix: 1 norm group + the low-frequency term, 7000 steps), toy-faces-deep-h (no attention at 16 px, a wider 8x8 level: tried for an h that carries more of the edits, it did not) or tiny (smoke runs).")] = "toy-faces",
     steps: Annotated[Optional[int], typer.Option("--steps", help="Total training steps (default: the recipe's; may be raised on --resume).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --checkpoint-dir.")] = False,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop cleanly with a checkpoint after this many minutes.")] = None,
