@@ -149,12 +149,12 @@ def skip_resolutions(backbone) -> list[int]:
     """The spatial sizes of ``backbone``'s skip activations (the decoder's levels), coarsest first:
     ``[8, 16, 32, 64]`` on toy-faces."""
     size = backbone.image_size
-    with torch.no_grad():
-        enc = backbone.encode(torch.zeros(1, backbone.in_channels, size, size, device=backbone.device),
-                              backbone.alphas_cumprod.shape[0] - 1)
+    enc = backbone.encode(torch.zeros(1, backbone.in_channels, size, size, device=backbone.device),
+                          backbone.alphas_cumprod.shape[0] - 1)
     return sorted({s.shape[-1] for s in enc.skips})
 
 
+@torch.no_grad()
 def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Tensor, n_steps: int, t_edit: int,
                   precision: str = "bf16", batch_size: int = 25, levels: Sequence[int] = ()) -> torch.Tensor:
     """Each source face edited with the h of its own exact edit: for ``t >= t_edit``,
@@ -167,7 +167,10 @@ def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Te
     ``levels`` (skip resolutions in pixels, e.g. ``(8, 16)``) also gives each of the decoder's skip
     activations of those sizes the same change (``skip(twin) - skip(source)``, only in e~, as for
     h): where an edit appears only once a level is added, that level carries it, not h. With every
-    level the edited e~ is the twin's up to the network's non-linearity.
+    level, e~ at the first step is the twin's own eps. The source's and twin's inverted latents
+    differ everywhere, and the edit pushes P_t along that whole difference: read the target column
+    of the first level set that reaches an edit; the oracle's side effects are its own
+    (docs/toyworld.md, "Which level carries each edit").
     Returns the edited images ``[N, 3, S, S]``."""
     from ..backbones.base import Encoded
     from ..precision import network_autocast, to_memory_format
@@ -189,7 +192,7 @@ def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Te
         for t, t_next in pairs:
             tt = torch.full((x.shape[0],), float(t), device=x.device)
             a, a_next = abar_at(ac, t), abar_at(ac, t_next)
-            with torch.no_grad(), network_autocast(precision, x.device):
+            with network_autocast(precision, x.device):
                 enc = backbone.encode(to_memory_format(x, precision), tt)
                 eps = backbone.decode(enc)
                 if t >= t_edit:
