@@ -349,7 +349,7 @@ def test_h_oracle_levels_move_the_skips_too():
     """With every skip level added, the first edited step's e~ is the twin's own eps: the exact
     Asyrp step from the source towards the twin, computed by hand on a two-step grid."""
     from hspace.sampler import asymmetric_step, ddim_step
-    from hspace.toyworld.directions import h_oracle_edit, skip_resolutions
+    from hspace.toyworld.directions import h_oracle_edit, h_oracle_edits, skip_resolutions
 
     backbone = _tame64()
     sizes = skip_resolutions(backbone)
@@ -367,6 +367,10 @@ def test_h_oracle_levels_move_the_skips_too():
     assert (only_h - every).abs().amax() > 1e-3 and (coarse - only_h).abs().amax() > 1e-3
     torch.testing.assert_close(h_oracle_edit(backbone, src, twin, 2, 999, precision="fp32", levels=sizes[:1],
                                              batch_size=1), coarse, atol=1e-3, rtol=1e-3)
+    # several level sets in one walk give what separate runs give
+    together = h_oracle_edits(backbone, src, twin, 2, 999, [(), sizes[:1], sizes], precision="fp32")
+    for one, alone in zip(together, (only_h, coarse, every)):
+        torch.testing.assert_close(one, alone)
     with pytest.raises(ValueError, match=r"not skip resolutions.*\[16, 32, 64\]"):
         h_oracle_edit(backbone, src, twin, 2, 999, levels=(12,))
 

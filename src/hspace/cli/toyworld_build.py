@@ -281,14 +281,12 @@ def _markdown(results: dict[str, Any]) -> str:
     if "h-oracle" in results:
         o = results["h-oracle"]
         for name, r in o["directions"].items():
-            rate = r["success_rate"]
-            row("h oracle", f"{name}: each face given the h of its exact edit (t >= {o['t_edit']}, n={o['n']}): "
-                f"target reached / worst other factor kept ({r['worst_factor']})",
-                f"{'-' if rate is None else f'{rate:.3f}'} / {r['min_preserved']:.3f}", "diagnosis", None)
-            for label, v in (r.get("by_level") or {}).items():
+            edits = [(f"each face given the h of its exact edit (t >= {o['t_edit']}, n={o['n']})", r)]
+            edits += [(f"the same with the exact edit's {label} (skip levels in px)", v)
+                      for label, v in (r.get("by_level") or {}).items()]
+            for what, v in edits:
                 rate = v["success_rate"]
-                row("h oracle", f"{name}: the same with the exact edit's {label} (skip levels in px): "
-                    f"target reached / worst other factor kept ({v['worst_factor']})",
+                row("h oracle", f"{name}: {what}: target reached / worst other factor kept ({v['worst_factor']})",
                     f"{'-' if rate is None else f'{rate:.3f}'} / {v['min_preserved']:.3f}", "diagnosis", None)
             m = r.get("dh_norms")
             if m:

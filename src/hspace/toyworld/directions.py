@@ -37,6 +37,7 @@ __all__ = [
     "train_direction",
     "mean_difference_for",
     "h_oracle_edit",
+    "h_oracle_edits",
     "skip_resolutions",
     "evaluate_direction",
     "target_twin",
@@ -154,7 +155,6 @@ def skip_resolutions(backbone) -> list[int]:
     return sorted({s.shape[-1] for s in enc.skips})
 
 
-@torch.no_grad()
 def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Tensor, n_steps: int, t_edit: int,
                   precision: str = "bf16", batch_size: int = 25, levels: Sequence[int] = ()) -> torch.Tensor:
     """Each source face edited with the h of its own exact edit: for ``t >= t_edit``,
@@ -172,6 +172,14 @@ def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Te
     of the first level set that reaches an edit; the oracle's side effects are its own
     (docs/toyworld.md, "Which level carries each edit").
     Returns the edited images ``[N, 3, S, S]``."""
+    return h_oracle_edits(backbone, source_latents, twin_latents, n_steps, t_edit, [levels], precision, batch_size)[0]
+
+
+@torch.no_grad()
+def h_oracle_edits(backbone, source_latents: torch.Tensor, twin_latents: torch.Tensor, n_steps: int, t_edit: int,
+                   level_sets: Sequence[Sequence[int]], precision: str = "bf16", batch_size: int = 25) -> list[torch.Tensor]:
+    """:func:`h_oracle_edit` for several ``levels`` at once, one result per entry of ``level_sets``:
+    the source's and twin's unedited trajectories are walked once for all of them."""
     from ..backbones.base import Encoded
     from ..precision import network_autocast, to_memory_format
     from ..sampler import asymmetric_step, ddim_step
@@ -180,36 +188,41 @@ def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Te
     if source_latents.shape != twin_latents.shape:
         raise ValueError(f"source and twin latents differ in shape: {tuple(source_latents.shape)} "
                          f"and {tuple(twin_latents.shape)}")
-    wanted = set(levels)
-    if wanted and not wanted <= set(sizes := skip_resolutions(backbone)):
-        raise ValueError(f"levels {sorted(wanted - set(sizes))} are not skip resolutions of this model (it has {sizes})")
+    wanted = [set(levels) for levels in level_sets]
+    every = set().union(*wanted)
+    if every and not every <= set(sizes := skip_resolutions(backbone)):
+        raise ValueError(f"levels {sorted(every - set(sizes))} are not skip resolutions of this model (it has {sizes})")
     ac = backbone.alphas_cumprod
     pairs = generation_pairs(ddim_grid(n_steps, ac.shape[0] - 1))
-    out = []
+    out: list[list[torch.Tensor]] = [[] for _ in wanted]
     for i in range(0, source_latents.shape[0], batch_size):
         x_src, x_twin = source_latents[i:i + batch_size].float(), twin_latents[i:i + batch_size].float()
-        x = x_src
+        xs = [x_src] * len(wanted)  # one edited trajectory per level set
         for t, t_next in pairs:
-            tt = torch.full((x.shape[0],), float(t), device=x.device)
+            tt = torch.full((x_src.shape[0],), float(t), device=x_src.device)
             a, a_next = abar_at(ac, t), abar_at(ac, t_next)
-            with network_autocast(precision, x.device):
-                enc = backbone.encode(to_memory_format(x, precision), tt)
-                eps = backbone.decode(enc)
-                if t >= t_edit:
-                    # the two unedited trajectories walk in step with the edited one
+            editing = t >= t_edit
+            with network_autocast(precision, x_src.device):
+                if editing:  # the two unedited trajectories walk in step with the edited ones
                     e_src, e_twin = (backbone.encode(to_memory_format(y, precision), tt) for y in (x_src, x_twin))
-                    skips = tuple(s + (w - o) if s.shape[-1] in wanted else s
-                                  for s, o, w in zip(enc.skips, e_src.skips, e_twin.skips))
-                    h_edit = enc.h + (e_twin.h - e_src.h)
-                    eps_edit = backbone.decode(Encoded(h=h_edit, skips=skips, temb=enc.temb, t=enc.t), h_edit)
                     eps_src, eps_twin = backbone.decode(e_src).float(), backbone.decode(e_twin).float()
-                else:
+                steps = []
+                for x, level in zip(xs, wanted):
+                    enc = backbone.encode(to_memory_format(x, precision), tt)
+                    eps = backbone.decode(enc)
                     eps_edit = eps
-            x = asymmetric_step(x, eps.float(), eps_edit.float(), a, a_next).x_next
-            if t >= t_edit:
+                    if editing:
+                        skips = tuple(s + (w - o) if s.shape[-1] in level else s
+                                      for s, o, w in zip(enc.skips, e_src.skips, e_twin.skips))
+                        h_edit = enc.h + (e_twin.h - e_src.h)
+                        eps_edit = backbone.decode(Encoded(h=h_edit, skips=skips, temb=enc.temb, t=enc.t), h_edit)
+                    steps.append((eps.float(), eps_edit.float()))
+            xs = [asymmetric_step(x, eps, eps_edit, a, a_next).x_next for x, (eps, eps_edit) in zip(xs, steps)]
+            if editing:
                 x_src, x_twin = (ddim_step(y, e, a, a_next).x_next for y, e in ((x_src, eps_src), (x_twin, eps_twin)))
-        out.append(x)
-    return torch.cat(out)
+        for results, x in zip(out, xs):
+            results.append(x)
+    return [torch.cat(results) for results in out]
 
 
 #: The smile of the exact "smiling" edit (the probe's success rule asks for >= 0.5 or a 0.3 step).

@@ -308,7 +308,7 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
     from ..directions import DirectionMismatchError, load_direction
     from ..editor import EditConfig, Editor
     from .dataset import render_faces
-    from .directions import TOY_DIRECTIONS, h_oracle_edit, shipped_direction_path, skip_resolutions, target_twin
+    from .directions import TOY_DIRECTIONS, h_oracle_edits, shipped_direction_path, skip_resolutions, target_twin
     from .faces import factors_for
 
     real, _ = render_eval_set(n, EVAL_SEED)
@@ -330,12 +330,14 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
         by: dict[str, Any] = {}
         if idx:
             twin_latents = editor.invert(render_faces([twins[i] for i in idx]))
-            edited[idx] = h_oracle_edit(backbone, latents[idx], twin_latents, steps, t_edit, precision).clamp(-1, 1)
-            for levels in level_sets:
-                levelled = reconstructions.clone()
-                levelled[idx] = h_oracle_edit(backbone, latents[idx], twin_latents, steps, t_edit, precision,
-                                              levels=levels).clamp(-1, 1)
-                by["+".join(["h", *map(str, levels)])] = _oracle_verdict(probe, real, levelled, spec.judged_as)
+            # h alone first, then each level set, from one walk of the source and twin trajectories
+            plain, *levelled = h_oracle_edits(backbone, latents[idx], twin_latents, steps, t_edit, [(), *level_sets],
+                                              precision)
+            edited[idx] = plain.clamp(-1, 1)
+            for levels, images in zip(level_sets, levelled):
+                judged = reconstructions.clone()
+                judged[idx] = images.clamp(-1, 1)
+                by["+".join(["h", *map(str, levels)])] = _oracle_verdict(probe, real, judged, spec.judged_as)
             path = shipped_direction_path(name, folder)
             try:
                 direction = load_direction(path, backbone) if path is not None else None
