@@ -218,6 +218,20 @@ def test_background_and_pose():
     assert np.abs(shifted[:, 12:52].astype(int) - render_array(f)[:, 10:50].astype(int)).max() < 40
 
 
+def test_closeup_framing_enlarges_every_feature(monkeypatch):
+    import hspace.toyworld.faces as faces
+
+    f = upright()
+    before = {k: changed(f, with_factor(f, **{k: v})) for k, v in (("glasses", True), ("smile", 1.0))}
+    monkeypatch.setattr(faces, "FRAME_ZOOM", 1.6)
+    monkeypatch.setattr(faces, "FRAME_CENTER_Y", 0.6)
+    for k, v in (("glasses", True), ("smile", 1.0)):
+        after = changed(f, with_factor(f, **{k: v}))
+        assert 1.4 < after.sum() / before[k].sum() < 3.2, k  # 1.6x longer lines, up to 1.6 ** 2 the area
+    mouth_rows = np.nonzero(changed(f, with_factor(f, smile=1.0)).any(axis=1))[0]
+    assert mouth_rows.min() > 45  # the mouth moved down with the zoom (row ~45 before, ~54 now)
+
+
 # --------------------------------------------------------------------------- datasets
 
 

@@ -296,6 +296,13 @@ _SHAPES = {  # half-width, half-height, corner radius (None: ellipse)
 _EYE_DX, _EYE_DY = 0.095, -0.025
 _MOUTH_DY, _MOUTH_HW = 0.15, 0.085
 _MARGIN = 1.5  # canvas is this many times the image, so pose never shows a canvas edge
+#: Framing: the scene (laid out in unit coordinates above) is zoomed FRAME_ZOOM times about the
+#: face centre, which lands at (0.5, FRAME_CENTER_Y) of the image. 1.0 and _CY are the shipped
+#: world. 1.6 and 0.6 give the close-up candidate (faces fill the frame, as in the paper's aligned
+#: crops), in which h carries the smile and the glasses (docs/toyworld.md, "Close-up framing");
+#: every built-in model must be retrained for it (`scripts/closeup_world.py` runs a command there).
+FRAME_ZOOM = 1.0
+FRAME_CENTER_Y = _CY
 
 
 def _darker(c: Sequence[int], k: float = 0.55) -> tuple[int, int, int]:
@@ -489,11 +496,12 @@ def render(factors: FaceFactors, size: int = 64, supersample: int = 4) -> Image.
     canvas = Image.new("RGB", (C, C), bg)
     _draw_scene(ImageDraw.Draw(canvas), f, float(S), off)
 
-    # pose: output pixel p -> canvas q = pivot_in + R(-tilt) (p - pivot_out) / scale
+    # pose and framing: output pixel p -> canvas q = pivot_in + R(-tilt) (p - pivot_out) / zoom
     th = math.radians(f.tilt)
-    cos, sin = math.cos(th) / f.scale, math.sin(th) / f.scale
+    zoom = f.scale * FRAME_ZOOM
+    cos, sin = math.cos(th) / zoom, math.sin(th) / zoom
     pin = (off + _CX * S, off + _CY * S)
-    pout = ((_CX + f.dx) * S, (_CY + f.dy) * S)
+    pout = ((_CX + f.dx * FRAME_ZOOM) * S, (FRAME_CENTER_Y + f.dy * FRAME_ZOOM) * S)
     a, b, d, e = cos, sin, -sin, cos  # image y points down: positive tilt turns the head counter-clockwise
     c = pin[0] - a * pout[0] - b * pout[1]
     ff = pin[1] - d * pout[0] - e * pout[1]
