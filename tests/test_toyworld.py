@@ -222,6 +222,8 @@ def test_closeup_framing_enlarges_every_feature(monkeypatch):
     import hspace.toyworld.faces as faces
 
     f = upright()
+    monkeypatch.setattr(faces, "FRAME_ZOOM", 1.0)  # the framing of the models shipped before the close-up
+    monkeypatch.setattr(faces, "FRAME_CENTER_Y", faces._CY)
     before = {k: changed(f, with_factor(f, **{k: v})) for k, v in (("glasses", True), ("smile", 1.0))}
     monkeypatch.setattr(faces, "FRAME_ZOOM", 1.6)
     monkeypatch.setattr(faces, "FRAME_CENTER_Y", 0.6)
