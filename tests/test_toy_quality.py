@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -116,6 +118,24 @@ def test_train_directions_rejects_unknown_name_and_existing_files(tmp_path):
     assert res.exit_code == 2 and "--out" in res.output
     res = runner.invoke(app, ["toyworld", "train-directions", "--clip", str(tmp_path / "no-clip"), "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "no-clip" in res.output and "train-clip --out" in res.output
+    res = runner.invoke(app, ["toyworld", "train-directions", "--probe", str(tmp_path / "probe")])
+    assert res.exit_code == 2 and "--out" in res.output
+    res = runner.invoke(app, ["toyworld", "train-directions", "--probe", str(tmp_path / "no-probe"), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "no-probe" in res.output and "train-probe --out" in res.output
+
+
+@needs_probe
+def test_check_judges_with_the_probe_it_is_given(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["toyworld", "check", "--only", "probe", "--probe", str(tmp_path / "no-probe"),
+                              "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "train-probe --out" in res.output
+    assert not (tmp_path / "q").exists()  # refused before writing anything
+    res = runner.invoke(app, ["toyworld", "check", "--only", "probe", "--quick", "--probe", str(PROBE_DIR),
+                              "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert record["run"]["probe"] == str(PROBE_DIR) and record["results"]["probe"]["passed"]
 
 
 @needs_probe

@@ -222,15 +222,18 @@ def test_closeup_framing_enlarges_every_feature(monkeypatch):
     import hspace.toyworld.faces as faces
 
     f = upright()
-    monkeypatch.setattr(faces, "FRAME_ZOOM", 1.0)  # the framing of the models shipped before the close-up
-    monkeypatch.setattr(faces, "FRAME_CENTER_Y", faces._CY)
-    before = {k: changed(f, with_factor(f, **{k: v})) for k, v in (("glasses", True), ("smile", 1.0))}
-    monkeypatch.setattr(faces, "FRAME_ZOOM", 1.6)
-    monkeypatch.setattr(faces, "FRAME_CENTER_Y", 0.6)
-    for k, v in (("glasses", True), ("smile", 1.0)):
-        after = changed(f, with_factor(f, **{k: v}))
-        assert 1.4 < after.sum() / before[k].sum() < 3.2, k  # 1.6x longer lines, up to 1.6 ** 2 the area
-    mouth_rows = np.nonzero(changed(f, with_factor(f, smile=1.0)).any(axis=1))[0]
+    edits = {"glasses": True, "smile": 1.0}
+
+    def masks(zoom: float, centre_y: float) -> dict[str, np.ndarray]:
+        monkeypatch.setattr(faces, "FRAME_ZOOM", zoom)
+        monkeypatch.setattr(faces, "FRAME_CENTER_Y", centre_y)
+        return {k: changed(f, with_factor(f, **{k: v})) for k, v in edits.items()}
+
+    before = masks(1.0, faces._CY)  # the framing of the models shipped before the close-up
+    after = masks(1.6, 0.6)
+    for k in edits:
+        assert 1.4 < after[k].sum() / before[k].sum() < 3.2, k  # 1.6x longer lines, up to 1.6 ** 2 the area
+    mouth_rows = np.nonzero(after["smile"].any(axis=1))[0]
     assert mouth_rows.min() > 45  # the mouth moved down with the zoom (row ~45 before, ~54 now)
 
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -71,28 +71,40 @@ def _load_model(model: str):
     return _need(model, lambda: load_backbone(model))
 
 
+def _load_toy_model(option: str, value: str, builtin: str, what: str, load: Callable, train_command: str):
+    """A built-in toy model by its name, or a candidate folder that ``train_command`` exported."""
+    from ..toyworld.probe import ModelNotTrainedError
+
+    if value == builtin:
+        return _need(what, load)
+    try:
+        return load(Path(value).expanduser())
+    except ModelNotTrainedError as e:  # a wrong folder is bad input, not a missing built-in
+        raise fail(f"{option} {value}: not the built-in {builtin} nor a folder written by "
+                   f"`{train_command}` ({e})") from e
+
+
 def _load_clip(clip: str):
     """The toy CLIP: the built-in ``toy-clip`` or a folder a ``train-clip --out`` exported."""
     from ..toyworld.clip_train import load_toy_clip
 
-    from ..toyworld.probe import ModelNotTrainedError
-
-    if clip == "toy-clip":
-        return _need("toy CLIP", load_toy_clip)
-    try:
-        return load_toy_clip(Path(clip).expanduser())
-    except ModelNotTrainedError as e:  # a wrong folder is bad input, not a missing built-in
-        raise fail(f"--clip {clip}: not the built-in toy-clip nor a folder written by "
-                   f"`hspace toyworld train-clip --out DIR` ({e})") from e
+    return _load_toy_model("--clip", clip, "toy-clip", "toy CLIP", load_toy_clip,
+                           "hspace toyworld train-clip --out DIR")
 
 
-def _load_world(need_clip: bool = True, model: str = "toy-faces", clip: str = "toy-clip"):
+def _load_probe(probe: str):
+    """The toy probe: the built-in ``toy-probe`` or a folder a ``train-probe --out`` exported."""
     from ..toyworld.probe import load_probe
 
+    return _load_toy_model("--probe", probe, "toy-probe", "toy probe", load_probe,
+                           "hspace toyworld train-probe --out DIR")
+
+
+def _load_world(need_clip: bool = True, model: str = "toy-faces", clip: str = "toy-clip", probe: str = "toy-probe"):
     backbone = _load_model(model)
-    probe = _need("toy probe", load_probe)
+    judge = _load_probe(probe)
     encoder = _load_clip(clip) if need_clip else None
-    return backbone, probe, encoder
+    return backbone, judge, encoder
 
 
 @toyworld_app.command("train-directions", help=TRAIN_DIRECTIONS_HELP,
@@ -110,6 +122,7 @@ def train_directions_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to train on: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`; then pass --out too).")] = "toy-faces",
     clip: Annotated[str, typer.Option("--clip", help="CLIP for the loss: the built-in toy-clip, or a folder from `train-clip --out` (then pass --out too).")] = "toy-clip",
+    probe_name: Annotated[str, typer.Option("--probe", help="Attribute probe that judges: the built-in toy-probe, or a folder from `train-probe --out` (for a world the shipped probe was not trained on).")] = "toy-probe",
     method: Annotated[str, typer.Option("--method", help="clip: the paper's training from text (the shipped files). mean-difference: no text or training, the mean h difference between the training faces and their exact edits, a reference point for what h carries (needs --out).")] = "clip",
 ) -> None:
     import torch
@@ -129,9 +142,9 @@ def train_directions_command(
         raise fail("need --n-images >= 1, --epochs >= 1, --eval-n >= 0, --threads >= 1, 0 <= --t-edit <= 999, --lr > 0")
     if method not in ("clip", "mean-difference"):
         raise fail(f"--method must be clip or mean-difference, got {method!r}")
-    if (model != "toy-faces" or clip != "toy-clip" or method != "clip") and out is None:
-        raise fail("directions for another --model, --clip or --method go to their own folder: pass --out DIR "
-                   "(the shipped ones are toy-faces', trained with toy-clip)")
+    if (model != "toy-faces" or clip != "toy-clip" or probe_name != "toy-probe" or method != "clip") and out is None:
+        raise fail("directions for another --model, --clip, --probe or --method go to their own folder: pass --out DIR "
+                   "(the shipped ones are toy-faces', trained with toy-clip and judged by toy-probe)")
     if method != "clip" and clip != "toy-clip":
         raise fail("--clip is for --method clip; mean-difference directions use no CLIP")
     folder = (out or DIRECTIONS_DIR).expanduser()
@@ -139,7 +152,7 @@ def train_directions_command(
     if existing and not overwrite:
         raise fail(f"{existing[0]} exists; pass --overwrite to replace it (or --out another folder)")
     torch.set_num_threads(threads)
-    backbone, probe, encoder = _load_world(need_clip=method == "clip", model=model, clip=clip)
+    backbone, probe, encoder = _load_world(need_clip=method == "clip", model=model, clip=clip, probe=probe_name)
     recipe = DirectionRecipe(n_images=n_images, t_edit=t_edit, epochs=epochs, lr=lr)
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -157,7 +170,7 @@ def train_directions_command(
             notice(f"{name}: mean difference of h over {n_pairs} face(s) and their exact edits "
                    f"in {trained[name]['seconds']:.0f} s -> {path}")
         _judge_and_record(folder, names, trained, recipe, eval_n, backbone, probe, time.perf_counter() - t0,
-                          model=model, clip=None, method=method)
+                          model=model, clip=None, probe=probe_name, method=method)
         return
     images = face_images(recipe.data_seed, recipe.n_images)
     latents = editor.invert(images)
@@ -183,10 +196,10 @@ def train_directions_command(
                          "final_loss": res.losses[-1] if res.losses else None, "source": spec.source, "target": spec.target}
         notice(f"{name}: {spec.source!r} -> {spec.target!r} trained in {trained[name]['seconds']:.0f} s -> {path}")
     _judge_and_record(folder, names, trained, recipe, eval_n, backbone, probe, time.perf_counter() - t0,
-                      model=model, clip=clip, method=method, invert_seconds=round(invert_s, 1))
+                      model=model, clip=clip, probe=probe_name, method=method, invert_seconds=round(invert_s, 1))
 
 
-def _judge_and_record(folder: Path, names: list[str], trained: dict[str, Any], recipe, eval_n: int, backbone, probe,
+def _judge_and_record(folder: Path, names: list[str], trained: dict[str, Any], recipe, eval_n: int, backbone, judge,
                       seconds: float, **run_fields: Any) -> None:
     """Judge the new direction files (``eval_n`` held-out faces) and merge them into eval.json."""
     from ..outputs import run_record, write_json
@@ -196,7 +209,7 @@ def _judge_and_record(folder: Path, names: list[str], trained: dict[str, Any], r
     if eval_n:
         from ..toyworld.quality import check_directions
 
-        evals = check_directions(backbone, probe, names, n=eval_n, progress=progress(), log=say,
+        evals = check_directions(backbone, judge, names, n=eval_n, progress=progress(), log=say,
                                  folder=folder)["directions"]
     # eval.json keeps one entry per direction, so retraining one leaves the others' records
     summary_path = folder / "eval.json"
@@ -307,6 +320,7 @@ def check_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Diffusion model to judge: the built-in toy-faces, or a folder in the diffusers layout (a `train-unet --out`), to check a candidate without replacing the shipped one.")] = "toy-faces",
     directions_dir: Annotated[Optional[Path], typer.Option("--directions-dir", help="Folder of <name>.safetensors direction files to judge (default: the shipped ones).")] = None,
     clip: Annotated[str, typer.Option("--clip", help="CLIP to judge (the clip check): the built-in toy-clip, or a folder from `train-clip --out`.")] = "toy-clip",
+    probe_name: Annotated[str, typer.Option("--probe", help="Attribute probe that judges: the built-in toy-probe, or a folder from `train-probe --out` (for a world the shipped probe was not trained on).")] = "toy-probe",
     by_level: Annotated[bool, typer.Option("--by-level", help="h-oracle: also add the exact edit's change of the decoder's skips, one level at a time (h+8, h+8+16, ...): which level carries each edit.")] = False,
     oracle_t_edit: Annotated[int, typer.Option("--oracle-t-edit", metavar="T", help="h-oracle: edit where t >= T (0..999).")] = 500,
 ) -> None:
@@ -338,10 +352,8 @@ def check_command(
     # load what is asked for before writing anything, so a wrong --model fails at once
     backbone = _load_model(model) if set(checks) & {"base", "inversion", "directions", "h-oracle"} else None
     encoder = _load_clip(clip) if "clip" in checks else None
+    probe = _load_probe(probe_name)
     folder = prepare_output_dir(out, overwrite=overwrite)
-    from ..toyworld.probe import load_probe
-
-    probe = _need("toy probe", load_probe)
     n = dict(probe=500, base=50, inv=4, inv_steps=(40, 100), clip=100, dirs=20) if quick else \
         dict(probe=2000, base=200, inv=16, inv_steps=(40, 100, 1000), clip=300, dirs=100)
     results: dict[str, Any] = {}
@@ -371,7 +383,7 @@ def check_command(
     table = _markdown(results)
     (folder / "quality.md").write_text(table, encoding="utf-8")
     write_json({"results": results, "seconds": seconds, "quick": quick,
-                "run": run_record(None, command="toyworld check", checks=checks, model=model, clip=clip,
+                "run": run_record(None, command="toyworld check", checks=checks, model=model, clip=clip, probe=probe_name,
                                   by_level=by_level, oracle_t_edit=oracle_t_edit,
                                   directions_dir=None if directions_dir is None else str(directions_dir))},
                folder / "quality.json")
