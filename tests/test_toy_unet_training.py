@@ -272,3 +272,54 @@ def test_cli_train_unet_tiny_and_resume(tmp_path):
     r = runner.invoke(app, [*base, "--steps", "2", "--resume"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "training.json").read_text())["steps"] == 2
+
+
+def test_render_workers_give_the_same_batches_in_the_callers_framing(monkeypatch):
+    """Batches rendered in spawned processes equal the one-thread ones, also in a framing a runner
+    script has set (a spawned process would otherwise see the module's defaults)."""
+    from hspace.toyworld import faces
+    from hspace.toyworld.train_unet import _Batches
+
+    monkeypatch.setattr(faces, "FRAME_ZOOM", 1.6)
+    monkeypatch.setattr(faces, "FRAME_CENTER_Y", 0.6)
+    r = tiny_recipe()
+    one, many = _Batches(r), _Batches(r, workers=2)
+    try:
+        for step in (0, 1, 2, 5):
+            a, b = one.get(step), many.get(step)
+            assert a.shape == (r.batch_size, 3, 32, 32)
+            assert torch.equal(a, b), step
+    finally:
+        one.close()
+        many.close()
+    monkeypatch.setattr(faces, "FRAME_ZOOM", 1.0)
+    plain = _Batches(r)
+    try:
+        assert not torch.equal(plain.get(5), b)  # the framing did reach the workers
+    finally:
+        plain.close()
+
+
+def test_an_unfinished_run_exports_only_when_asked(tmp_path):
+    r = tiny_recipe(steps=5)
+    res = train_unet(r, checkpoint_dir=tmp_path / "a", out_dir=tmp_path / "m", stop_at_step=2, progress=False)
+    assert not res.finished and res.exported is None and not (tmp_path / "m").exists()
+    res = train_unet(r, checkpoint_dir=tmp_path / "b", out_dir=tmp_path / "m", stop_at_step=2, progress=False,
+                     export_unfinished=True, data_workers=1)
+    assert not res.finished and res.exported == tmp_path / "m"
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["finished"] is False and info["steps"] == 2 and info["recipe"]["steps"] == 5
+    ema = load_file(str(latest_checkpoint(tmp_path / "b") / "ema.safetensors"))
+    exported = load_file(str(tmp_path / "m" / "diffusion_pytorch_model.safetensors"))
+    assert ema.keys() == exported.keys()
+    assert all(torch.equal(ema[k].half(), exported[k]) for k in ema)
+
+
+def test_cli_train_unet_refuses_an_unfinished_export_without_out(tmp_path):
+    r = CliRunner().invoke(app, ["toyworld", "train-unet", "--recipe", "tiny", "--checkpoint-dir", str(tmp_path / "ck"),
+                                 "--export-unfinished", "--max-minutes", "1"])
+    assert r.exit_code != 0 and "--export-unfinished needs --out" in r.output, r.output
+    r = CliRunner().invoke(app, ["toyworld", "train-unet", "--recipe", "tiny", "--checkpoint-dir", str(tmp_path / "ck"),
+                                 "--out", str(tmp_path / "m"), "--data-workers", "-1"])
+    assert r.exit_code != 0 and "--data-workers must be >= 0" in r.output, r.output
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "m").exists()
