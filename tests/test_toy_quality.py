@@ -38,9 +38,10 @@ def test_valid_faces_accepts_faces_and_rejects_non_faces(probe):
     g = torch.Generator().manual_seed(0)
     noise = torch.rand(8, 3, 64, 64, generator=g) * 2 - 1
     flat = torch.zeros(4, 3, 64, 64)  # the heads alone call this a confident face
-    blurred = torch.nn.functional.avg_pool2d(faces[:8], 5, stride=1, padding=2)
+    blurred = torch.nn.functional.avg_pool2d(faces[:8], 3, stride=1, padding=1)
+    grainy = (faces[:8] + 0.05 * torch.randn(8, 3, 64, 64, generator=g)).clamp(-1, 1)
     assert not bool(validity(noise).any()) and not bool(validity(flat).any())
-    assert not bool(validity(blurred).any())
+    assert not bool(validity(blurred).any()) and not bool(validity(grainy).any())
     assert torch.equal(valid_faces(probe, faces[:4], validity), validity(faces[:4]))
 
 
@@ -445,3 +446,22 @@ def test_check_h_oracle_by_level(probe):
     for v in by.values():
         assert 0.0 <= v["min_preserved"] <= 1.0 and "hat" not in v["preservation"]
     assert _markdown({"h-oracle": rep}).count("skip levels in px") == 3
+
+
+def test_refine_reading_recovers_a_shifted_pose_and_smile():
+    """Render and compare walks an off reading back to the face's own pose: the error it reports
+    is the rendering's, and it falls to near zero from one that a few pixels' shift makes large."""
+    from hspace.toyworld.faces import factors_for
+    from hspace.toyworld.quality import _render_error, refine_reading
+
+    f = factors_for(1_000_003, 2).to_dict()
+    image = face_images(1_000_003, 3)[2]
+    assert _render_error(f, image, 4) < 1e-3  # the face is its own rendering
+    off = dict(f, dx=f["dx"] + 0.006, tilt=f["tilt"] - 1.0, smile=max(-1.0, f["smile"] - 0.08))
+    start = _render_error(off, image, 4)
+    got, err = refine_reading(off, image)
+    assert start > 0.01 and err < 0.25 * start
+    assert err == pytest.approx(_render_error(got, image, 4))
+    assert abs(got["dx"] - f["dx"]) < 0.003 and abs(got["tilt"] - f["tilt"]) < 0.5
+    assert {k: v for k, v in got.items() if k not in ("dx", "dy", "scale", "tilt", "smile")} == {
+        k: v for k, v in f.items() if k not in ("dx", "dy", "scale", "tilt", "smile")}
