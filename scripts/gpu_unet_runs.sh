@@ -4,9 +4,9 @@
 # ran it on a lent H100 to learn how many steps the one-group recipe needs for valid samples,
 # which the 2-core CPU could not reach (docs/toyworld.md, "Longer one-group runs on a GPU"):
 #
-#   A  close-up world, --recipe toy-faces-1group, batch 32: its 7000-step export (the recipe's
-#      length), then resumed to the deadline
-#   B  shipped world, the same recipe, to the deadline
+#   A  close-up world (shipped since), --recipe toy-faces-1group, batch 32: its 7000-step export
+#      (the recipe's length), then resumed to the deadline
+#   B  wide world (scripts/wide_world.py, shipped until then), the same recipe, to the deadline
 #   C  close-up world, the same recipe at batch 128, to the deadline
 #
 # Usage: scripts/gpu_unet_runs.sh OUT_DIR [TRAIN_SECONDS] [DEVICE]
@@ -32,7 +32,7 @@ train() {  # train WORLD RUN_NAME [train-unet options...]
     local world=$1 name=$2
     shift 2
     local runner=(python3 -m hspace.cli.main)
-    [ "$world" = closeup ] && runner=(python3 scripts/closeup_world.py)
+    [ "$world" = wide ] && runner=(python3 scripts/wide_world.py)
     PYTHONUNBUFFERED=1 "${runner[@]}" toyworld train-unet --recipe "$recipe" --device "$device" \
         --checkpoint-dir "$out/ckpt-$name" --checkpoint-minutes 1000 "$@"
 }
@@ -44,7 +44,7 @@ run_a() {
         --data-workers "${WORKERS_A:-3}" --out "$out/A/final"
 }
 run_b() {
-    train shipped B --steps 10000000 --max-minutes "$(minutes_left)" --export-unfinished \
+    train wide B --steps 10000000 --max-minutes "$(minutes_left)" --export-unfinished \
         --data-workers "${WORKERS_B:-3}" --out "$out/B/final"
 }
 run_c() {

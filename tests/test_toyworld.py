@@ -35,6 +35,7 @@ from hspace.toyworld import (
     with_factor,
 )
 from hspace.toyworld.captions import KEYWORDS, smile_band
+from hspace.toyworld.faces import FRAME_ZOOM
 
 N = 500
 
@@ -143,23 +144,23 @@ def test_with_factor_keeps_everything_else():
     assert g.pose == f.pose
 
 
-EYE_ROWS = slice(23, 44)  # the eye band of an upright face (eyes at row ~34)
-MOUTH = (slice(39, 53), slice(20, 45))  # around the mouth (row ~45)
+EYE_ROWS = slice(26, 46)  # the eye band of an upright face in the close-up (eyes at row ~35)
+MOUTH = (slice(45, 64), slice(14, 50))  # around the mouth (row ~54)
 
 
 @pytest.mark.parametrize("style", HAIR_STYLES)
 def test_glasses_change_the_eye_band(style):
     f = upright(hair_style=style)
     mask = changed(f, with_factor(f, glasses=True))
-    assert mask.sum() > 40
+    assert mask.sum() > 200  # the close-up makes the rims a large feature
     assert frac_inside(mask, EYE_ROWS) > 0.95
 
 
 def test_eyes_change_only_the_eyes():
     f = upright(glasses=True)
     mask = changed(f, with_factor(f, eyes_open=False))
-    assert mask.sum() > 20
-    assert frac_inside(mask, EYE_ROWS, slice(14, 50)) == 1.0
+    assert mask.sum() > 100
+    assert frac_inside(mask, EYE_ROWS, slice(10, 54)) == 1.0
 
 
 def test_smile_changes_only_the_mouth_and_follows_the_value():
@@ -167,7 +168,7 @@ def test_smile_changes_only_the_mouth_and_follows_the_value():
     frown, flat, grin = (with_factor(f, smile=s) for s in (-1.0, 0.0, 1.0))
     for other in (frown, grin):
         mask = changed(flat, other)
-        assert mask.sum() > 15
+        assert mask.sum() > 80
         assert frac_inside(mask, *MOUTH) == 1.0
     # the mouth's ink: the corners sit above the centre when smiling, below it when frowning
     def corner_minus_centre(face: FaceFactors) -> float:
@@ -176,7 +177,7 @@ def test_smile_changes_only_the_mouth_and_follows_the_value():
         def mean_row(cols: slice) -> float:
             m = dark[MOUTH[0], cols]
             return float((rows[MOUTH[0]] * m).sum() / m.sum())
-        return 0.5 * (mean_row(slice(26, 29)) + mean_row(slice(36, 39))) - mean_row(slice(31, 34))
+        return 0.5 * (mean_row(slice(22, 26)) + mean_row(slice(38, 42))) - mean_row(slice(30, 34))
     plain = upright()
     grin, frown = with_factor(plain, smile=1.0), with_factor(plain, smile=-1.0)
     assert corner_minus_centre(grin) < -1.0 < 1.0 < corner_minus_centre(frown)
@@ -190,18 +191,17 @@ def test_hair_colour_changes_hair_not_the_mouth(style):
         x, y = render_array(f).astype(int), render_array(with_factor(f, hair_color=colour)).astype(int)
         diff = np.abs(x - y).max(axis=2)
         assert (diff > 12).sum() > 100, (style, colour)  # a clearly visible hair region
-        assert diff[38:48, 26:39].max() == 0  # nose and mouth, the mouth's columns: untouched
-        assert diff[38:50, 26:39].max() <= 16  # down to the chin: at most faint resampling ringing
+        assert diff[40:60, 22:43].max() == 0  # nose, mouth and below, the mouth's columns: untouched
 
 
 def test_hat_is_above_and_beard_is_below():
     f = upright()
     hat = changed(f, with_factor(f, hat=True))
     assert hat.sum() > 150
-    assert frac_inside(hat, slice(0, 22)) > 0.95
+    assert frac_inside(hat, slice(0, 18)) > 0.95
     beard = changed(f, with_factor(f, beard=True))
     assert beard.sum() > 150
-    assert frac_inside(beard, slice(38, 64)) > 0.95
+    assert frac_inside(beard, slice(42, 64)) > 0.95
     # the mouth stays visible inside the beard: its ink is still there
     grin = with_factor(f, smile=1.0, beard=True, hair_color="black")
     assert changed(grin, with_factor(grin, smile=-1.0))[MOUTH].sum() > 15
@@ -214,7 +214,7 @@ def test_background_and_pose():
     assert not bg[34, 24:40].any()  # the face is not
     tilted = with_factor(f, tilt=8.0)
     assert changed(f, tilted).sum() > 100
-    shifted = render_array(with_factor(f, dx=1 / 32))  # 2 px right
+    shifted = render_array(with_factor(f, dx=2 / (64 * FRAME_ZOOM)))  # 2 px right
     assert np.abs(shifted[:, 12:52].astype(int) - render_array(f)[:, 10:50].astype(int)).max() < 40
 
 

@@ -17,17 +17,24 @@ hair_color     categorical   black, brown, blond, red, grey (hair, eyebrows and 
 hair_style     categorical   short (cap + fringe), long (down to the shoulders), curly (curls)
 skin_tone      categorical   5 tones, index 0 (lightest) .. 4 (darkest)
 face_shape     categorical   round, oval, square
-hat            binary        a crimson hat with a white band above the head (brim + crown)
+hat            binary        a crimson hat with a white band above the head (the close-up shows
+                             its brim and band at the top)
 beard          binary        a beard in the hair colour around the chin, mouth kept visible
 background     categorical   8 colours (:data:`BACKGROUNDS`)
-dx, dy         continuous    shift, a fraction of the image size, in [-0.05, 0.05]
+dx, dy         continuous    shift in [-0.05, 0.05] of the layout (x FRAME_ZOOM in the image)
 scale          continuous    in [0.92, 1.08]
 tilt           continuous    head tilt in degrees, in [-8, 8] (counter-clockwise positive)
 =============  ============  ==================================================================
 
 Rendering is anti-aliased: the scene is drawn with ``PIL.ImageDraw`` at ``size * supersample``
-on a canvas with a margin, posed with one affine resample (shift, scale, tilt about the face
-centre), then downsampled with LANCZOS.
+on a canvas with a margin, posed and framed with one affine resample (shift, scale, tilt about
+the face centre, then the close-up zoom), then downsampled with LANCZOS.
+
+Framing: a close-up, like the aligned face crops the paper's models were trained on (CelebA-HQ):
+the face is drawn :data:`FRAME_ZOOM` (1.6) times larger than the scene's layout and fills the
+frame; the hat shows as its brim and band at the top. At 64x64 this makes the eyes, glasses and
+mouth span whole cells of the U-Net's 8x8 bottleneck (h) instead of a few pixels, which is what
+lets h carry the smile and the glasses (``docs/toyworld.md``, "Close-up framing").
 
 Speed (measured on one core of a 2-core development machine shared with other jobs, 64x64,
 factor sampling included): about 310 images/s at ``supersample=4`` (the default) and 510
@@ -83,7 +90,7 @@ HAT_BAND = (250, 250, 250)
 SHIRT_COLOR = (246, 246, 246)
 INK = (28, 22, 26)  # eyes, glasses, mouth line
 
-POSE_SHIFT = 0.05  # |dx|, |dy| <= this fraction of the image size
+POSE_SHIFT = 0.05  # |dx|, |dy| <= this fraction of the layout (the image: x FRAME_ZOOM)
 POSE_SCALE = (0.92, 1.08)
 POSE_TILT = 8.0  # degrees
 
@@ -113,14 +120,16 @@ FACTORS: dict[str, dict[str, Any]] = {
                   "doc": "index 0 lightest .. 4 darkest", "distribution": "uniform"},
     "face_shape": {"type": "categorical", "values": list(FACE_SHAPES), "distribution": "uniform"},
     "hat": {"type": "binary", "values": [False, True], "p_true": P_HAT,
-            "doc": "crimson hat with a white band (brim + crown) above the head"},
+            "doc": "crimson hat with a white band above the head (the close-up shows its brim and band)"},
     "beard": {"type": "binary", "values": [False, True], "p_true": P_BEARD,
               "doc": "beard in the hair colour around the chin; the mouth stays visible"},
     "background": {"type": "categorical", "values": list(BACKGROUND_NAMES),
                    "rgb": {k: list(v) for k, v in BACKGROUNDS.items()}, "distribution": "uniform"},
-    "dx": {"type": "continuous", "range": [-POSE_SHIFT, POSE_SHIFT], "unit": "fraction of image width",
+    "dx": {"type": "continuous", "range": [-POSE_SHIFT, POSE_SHIFT],
+           "unit": "fraction of the layout width; the image moves FRAME_ZOOM times as far",
            "doc": "horizontal shift (pose)", "distribution": "uniform"},
-    "dy": {"type": "continuous", "range": [-POSE_SHIFT, POSE_SHIFT], "unit": "fraction of image height",
+    "dy": {"type": "continuous", "range": [-POSE_SHIFT, POSE_SHIFT],
+           "unit": "fraction of the layout height; the image moves FRAME_ZOOM times as far",
            "doc": "vertical shift (pose)", "distribution": "uniform"},
     "scale": {"type": "continuous", "range": list(POSE_SCALE), "doc": "size (pose)", "distribution": "uniform"},
     "tilt": {"type": "continuous", "range": [-POSE_TILT, POSE_TILT], "unit": "degrees",
@@ -297,12 +306,11 @@ _EYE_DX, _EYE_DY = 0.095, -0.025
 _MOUTH_DY, _MOUTH_HW = 0.15, 0.085
 _MARGIN = 1.5  # canvas is this many times the image, so pose never shows a canvas edge
 #: Framing: the scene (laid out in unit coordinates above) is zoomed FRAME_ZOOM times about the
-#: face centre, which lands at (0.5, FRAME_CENTER_Y) of the image. 1.0 and _CY are the shipped
-#: world. 1.6 and 0.6 give the close-up candidate (faces fill the frame, as in the paper's aligned
-#: crops), in which h carries the smile and the glasses (docs/toyworld.md, "Close-up framing");
-#: every built-in model must be retrained for it (`scripts/closeup_world.py` runs a command there).
-FRAME_ZOOM = 1.0
-FRAME_CENTER_Y = _CY
+#: face centre, which lands at (0.5, FRAME_CENTER_Y) of the image: the close-up (see the module
+#: docstring). 1.0 and _CY give the wide world of the models shipped until 2026-11-26
+#: (scripts/wide_world.py sets them).
+FRAME_ZOOM = 1.6
+FRAME_CENTER_Y = 0.6
 
 
 def _darker(c: Sequence[int], k: float = 0.55) -> tuple[int, int, int]:

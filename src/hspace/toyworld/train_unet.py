@@ -268,8 +268,12 @@ def _init_render_worker(data_seed: int, size: int, supersample: int, framing: tu
     _WORKER_MAKER = _ItemMaker(data_seed, size, supersample, False, False, False)
 
 
+def _render_range(maker, start: int, stop: int) -> torch.Tensor:
+    return torch.stack([maker.make(i)["image"] for i in range(start, stop)])
+
+
 def _render_in_worker(start: int, stop: int):
-    return torch.stack([_WORKER_MAKER.make(i)["image"] for i in range(start, stop)]).numpy()
+    return _render_range(_WORKER_MAKER, start, stop).numpy()  # numpy: a plain buffer to pickle
 
 
 class _Batches:
@@ -303,7 +307,7 @@ class _Batches:
 
     def _render(self, step: int) -> torch.Tensor:
         b = self.recipe.batch_size
-        return torch.stack([self._maker.make(i)["image"] for i in range(step * b, (step + 1) * b)])
+        return _render_range(self._maker, step * b, (step + 1) * b)
 
     def _submit(self, step: int):
         b = self.recipe.batch_size
@@ -602,10 +606,10 @@ def train_unet(
         device: "cpu" or "cuda[:i]".
         progress: show a tqdm bar with the loss.
         threads: torch intra-op threads (None: leave torch's setting).
-        export_unfinished: also export when the run stops before ``recipe.steps`` (``max_minutes``,
-            Ctrl-C); ``training.json`` then says ``"finished": false`` and the steps done.
         data_workers: processes that render the batches ahead (0: one thread; a GPU needs several,
             about one per 500 faces/s it trains on). The data are the same either way.
+        export_unfinished: also export when the run stops before ``recipe.steps`` (``max_minutes``,
+            Ctrl-C); ``training.json`` then says ``"finished": false`` and the steps done.
 
     Returns:
         A :class:`TrainResult`. Ctrl-C also stops cleanly after the current step, with a checkpoint.
