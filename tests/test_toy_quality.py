@@ -12,7 +12,8 @@ from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
 from hspace.cli.main import app
 from hspace.directions import GlobalDirection
 from hspace.editor import EditConfig, Editor
-from hspace.toyworld.directions import TOY_DIRECTIONS, face_images, mean_colour_change, target_twin
+from hspace.toyworld.directions import (TOY_DIRECTIONS, DirectionRecipe, face_images, mean_colour_change, recipe_for,
+                                       target_twin)
 from hspace.toyworld.faces import factors_for, with_factor
 from hspace.toyworld.models import TOY_FACES_DIR
 from hspace.toyworld.probe import PROBE_DIR, load_probe
@@ -287,10 +288,20 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     assert res.exit_code == 0, res.output
     assert (dirs / "glasses.safetensors").is_file()
     entry = json.loads((dirs / "eval.json").read_text())["directions"]["glasses"]
+    assert entry["trained"]["lr"] == TOY_DIRECTIONS["glasses"].lr != DirectionRecipe().lr  # its own rate
     assert entry["run"]["model"] == str(model) and entry["run"]["clip"] == str(clip)
     # judged on the candidate with the new file (numbers meaningless on a random model)
     kept = set(entry["eval"]["preservation"])
     assert entry["eval"]["n"] == 2 and "glasses" not in kept and {"smile", "skin_tone", "hair_color"} <= kept
+    # an explicit --lr is every direction's; without one, a direction with no rate of its own takes the recipe's
+    res = CliRunner().invoke(app, ["toyworld", "train-directions", "--model", str(model), "--out", str(dirs),
+                                   "--only", "glasses", "--only", "blond", "--n-images", "1", "--eval-n", "0",
+                                   "--clip", str(clip), "--lr", "0.3", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    entries = json.loads((dirs / "eval.json").read_text())["directions"]
+    assert entries["glasses"]["trained"]["lr"] == entries["blond"]["trained"]["lr"] == 0.3
+    assert TOY_DIRECTIONS["blond"].lr is None
+    assert recipe_for(TOY_DIRECTIONS["blond"], DirectionRecipe()).lr == DirectionRecipe().lr
 
 
 needs_toy_faces = pytest.mark.skipif(
