@@ -34,13 +34,14 @@ __all__ = ["DIRECTION_CHECK_STEPS", "mean_response", "ideal_mean_response", "mea
 #: A sample is a *valid face* when re-rendering the probe's reading of it, pose and smile refined
 #: by render and compare (:func:`refine_reading`), reproduces it: mean |render - x| (on [-1, 1])
 #: at most this many times the same error's 99th percentile on held-out real faces. Measured
-#: (2026-11-26, 200 calibration faces), shipped probe and framing: real faces 0.003 median, 0.007
-#: at most of 16, threshold 0.011; a 3-pixel blur 0.058-0.081, a 5-pixel blur 0.083-0.128,
-#: Gaussian noise of std 0.05 0.040, a flat grey image 0.35, uniform noise 0.60: none passes.
-#: Without the refinement the probe's pose error alone cost real faces 0.014 (median), the
-#: threshold was 0.066, and in the close-up framing 0.166, which let blurred faces pass. (The
-#: probe's heads alone are no judge: trained only on faces, they read a flat grey image as a
-#: confident face.)
+#: (2026-11-26, 200 calibration faces), shipped probe and close-up framing: real faces 0.007
+#: median, 0.012 at most of 16, threshold 0.030; a 3-pixel blur 0.081-0.108, a 5-pixel blur
+#: 0.136-0.205, Gaussian noise of std 0.05 0.039-0.046, a flat grey image 0.45, uniform noise
+#: 0.58: none passes (the wide framing: real faces 0.003, threshold 0.014, a 3-pixel blur 0.058
+#: at least). Without the refinement the probe's pose error alone cost real faces 0.014
+#: (median, wide), the threshold was 0.066 there and 0.166 in the close-up, which let blurred
+#: faces pass. (The probe's heads alone are no judge: trained only on faces, they read a flat
+#: grey image as a confident face.)
 VALID_ERROR_FACTOR = 2.0
 VALID_CALIBRATION_QUANTILE = 0.99
 
