@@ -20,7 +20,7 @@ import sys
 import hspace.toyworld.faces as faces
 from hspace.cli.main import main
 
-faces.FRAME_ZOOM, faces.FRAME_CENTER_Y = 1.0, 0.56
+faces.FRAME_ZOOM, faces.FRAME_CENTER_Y = 1.0, faces._CY  # the layout's own face centre, 0.56
 
 if __name__ == "__main__":
     sys.argv = ["hspace", *sys.argv[1:]]

@@ -104,10 +104,12 @@ def refine_reading(factors: dict[str, Any], image: torch.Tensor, supersample: in
 
     best = dict(factors)
     steps = dict(REFINE_STEPS)
+    err, err_ss = 0.0, None
     for level in range(REFINE_HALVINGS + 1):
         # the coarse levels draw at half the resolution (4x fewer pixels), the last at the image's
         ss = supersample if level == REFINE_HALVINGS else max(1, supersample // 2)
-        err = _render_error(best, image, ss)
+        if ss != err_ss:  # the error of ``best`` is only new where the resolution changes
+            err, err_ss = _render_error(best, image, ss), ss
         for _ in range(8):  # passes at this step size; a pass that moves nothing ends them
             moved = False
             for name, step in steps.items():
