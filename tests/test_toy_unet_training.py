@@ -323,3 +323,37 @@ def test_cli_train_unet_refuses_an_unfinished_export_without_out(tmp_path):
                                  "--out", str(tmp_path / "m"), "--data-workers", "-1"])
     assert r.exit_code != 0 and "--data-workers must be >= 0" in r.output, r.output
     assert not (tmp_path / "ck").exists() and not (tmp_path / "m").exists()
+
+
+def test_v_prediction_loss_targets_diffusers_velocity():
+    """The v recipe's loss is the MSE to diffusers' own ``get_velocity`` (and eps's to the noise)."""
+    r = tiny_recipe()
+    model = build_unet(r.unet)
+    sched = make_scheduler("v_prediction")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([10, 500, 999])
+    acp = sched.alphas_cumprod.float()
+    xt = sched.add_noise(x0, noise, t)
+    with torch.no_grad():
+        pred = model(xt, t).sample
+        v_loss = diffusion_loss(model, x0, t, noise, acp, bf16=False, prediction_type="v_prediction")
+        e_loss = diffusion_loss(model, x0, t, noise, acp, bf16=False)
+    assert math.isclose(v_loss.item(), (pred - sched.get_velocity(x0, noise, t)).pow(2).mean().item(), rel_tol=1e-4)
+    assert math.isclose(e_loss.item(), (pred - noise).pow(2).mean().item(), rel_tol=1e-4)
+    with pytest.raises(ValueError, match="prediction_type"):
+        diffusion_loss(model, x0, t, noise, acp, prediction_type="sample")
+
+
+def test_v_recipe_exports_a_v_model_that_loads_as_one(tmp_path):
+    r = tiny_recipe(steps=2, prediction_type="v_prediction")
+    res = train_unet(r, checkpoint_dir=tmp_path / "ck", out_dir=tmp_path / "model", progress=False)
+    cfg = json.loads((res.exported / "scheduler_config.json").read_text())
+    assert cfg["prediction_type"] == "v_prediction"
+    backbone = load_diffusers_folder(res.exported, backbone_id="v")
+    assert backbone.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="prediction_type"):
+        tiny_recipe(prediction_type="sample").validate()
+    assert RECIPES["toy-faces-v"]().prediction_type == "v_prediction"
+    assert RECIPES["toy-faces-v"]().unet["norm_num_groups"] == 1

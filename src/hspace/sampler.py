@@ -179,6 +179,7 @@ def _twice(enc: Encoded) -> Encoded:
         skips=tuple(torch.cat([s, s]) for s in enc.skips),
         temb=torch.cat([enc.temb, enc.temb]),
         t=torch.cat([enc.t, enc.t]),
+        x_t=None if enc.x_t is None else torch.cat([enc.x_t, enc.x_t]),
     )
 
 

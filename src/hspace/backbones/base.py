@@ -7,7 +7,7 @@ Everything above this layer (sampler, directions, editor, trainer) talks to a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 
@@ -24,12 +24,15 @@ class Encoded:
             them (family-specific; treat as opaque).
         temb: the backbone's time embedding as its blocks receive it, ``[B, E]``.
         t: the timesteps the encoding was made at, ``[B]`` float32.
+        x_t: the input, kept by backbones whose network predicts something other than eps
+            (v or x0), which need it to turn their output into eps; None otherwise.
     """
 
     h: torch.Tensor
     skips: tuple[torch.Tensor, ...]
     temb: torch.Tensor
     t: torch.Tensor
+    x_t: Optional[torch.Tensor] = None
 
     def repeat(self, n: int) -> "Encoded":
         """The same encoding stacked n times along the batch (to decode h and h + dh as one batch)."""
@@ -38,6 +41,7 @@ class Encoded:
             skips=tuple(s.repeat(n, *([1] * (s.dim() - 1))) for s in self.skips),
             temb=self.temb.repeat(n, *([1] * (self.temb.dim() - 1))),
             t=self.t.repeat(n),
+            x_t=None if self.x_t is None else self.x_t.repeat(n, *([1] * (self.x_t.dim() - 1))),
         )
 
 

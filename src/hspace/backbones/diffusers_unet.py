@@ -2,6 +2,8 @@
 
 ``decode(encode(x, t))`` performs exactly the operations of ``UNet2DModel.forward``, in the
 same order, so the result is bit-identical in float32. h is the output of ``unet.mid_block``.
+A model whose scheduler config says ``prediction_type: v_prediction`` (or ``sample``) has its
+output turned into eps, as diffusers' schedulers do, so everything above sees eps.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def alphas_cumprod_from_scheduler_config(config: dict | None) -> torch.Tensor:
     keep = {k: v for k, v in config.items() if not k.startswith("_")}
     return DDPMScheduler.from_config(keep).alphas_cumprod.float().clone()
 
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 _SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type", "clip_sample")
 
@@ -77,6 +81,10 @@ class DiffusersUNetBackbone(torch.nn.Module):
             alphas_cumprod = alphas_cumprod_from_scheduler_config(schedule_config)
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
         self.schedule_config = describe_schedule(schedule_config, int(alphas_cumprod.shape[0]))
+        self.prediction_type = str((schedule_config or {}).get("prediction_type", "epsilon"))
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"{backbone_id}: prediction_type {self.prediction_type!r} in its scheduler config is not "
+                             f"supported (one of {', '.join(PREDICTION_TYPES)})")
         cfg = unet.config
         self.in_channels = int(cfg.in_channels)
         self.out_channels = int(cfg.out_channels)
@@ -120,7 +128,8 @@ class DiffusersUNetBackbone(torch.nn.Module):
             skips += res
         if unet.mid_block is not None:
             sample = unet.mid_block(sample, emb)
-        return Encoded(h=sample, skips=skips, temb=emb, t=timesteps)
+        keep = x_t if self.prediction_type != "epsilon" else None
+        return Encoded(h=sample, skips=skips, temb=emb, t=timesteps, x_t=keep)
 
     def decode(self, enc: Encoded, h: torch.Tensor | None = None) -> torch.Tensor:
         """Up path from ``h`` (default ``enc.h``); returns eps with learned-variance channels dropped."""
@@ -144,7 +153,20 @@ class DiffusersUNetBackbone(torch.nn.Module):
             sample += skip_sample
         if unet.config.time_embedding_type == "fourier":
             sample = sample / enc.t.reshape((sample.shape[0], *([1] * (sample.dim() - 1))))
-        return sample[:, : self.in_channels] if self.out_channels > self.in_channels else sample
+        sample = sample[:, : self.in_channels] if self.out_channels > self.in_channels else sample
+        return sample if self.prediction_type == "epsilon" else self._to_eps(sample, enc)
+
+    def _to_eps(self, out: torch.Tensor, enc: Encoded) -> torch.Tensor:
+        """eps from a v or x0 prediction (diffusers' conversions), in the output's dtype."""
+        if enc.x_t is None:
+            raise ValueError(f"{self.backbone_id} predicts {self.prediction_type}: decode needs the Encoded of its own encode")
+        a = self.alphas_cumprod[enc.t.round().long()].view(-1, 1, 1, 1)
+        x_t = enc.x_t.float()
+        if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
+            eps = a.sqrt() * out.float() + (1 - a).sqrt() * x_t
+        else:  # sample: x0 itself
+            eps = (x_t - a.sqrt() * out.float()) / (1 - a).sqrt()
+        return eps.to(out.dtype)
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor | float | int) -> torch.Tensor:
         """Plain noise prediction ``[B, C, S, S]``."""

@@ -193,7 +193,6 @@ def h_oracle_edits(backbone, source_latents: torch.Tensor, twin_latents: torch.T
                    level_sets: Sequence[Sequence[int]], precision: str = "bf16", batch_size: int = 25) -> list[torch.Tensor]:
     """:func:`h_oracle_edit` for several ``levels`` at once, one result per entry of ``level_sets``:
     the source's and twin's unedited trajectories are walked once for all of them."""
-    from ..backbones.base import Encoded
     from ..precision import network_autocast, to_memory_format
     from ..sampler import asymmetric_step, ddim_step
     from ..schedule import abar_at, ddim_grid, generation_pairs
@@ -228,7 +227,7 @@ def h_oracle_edits(backbone, source_latents: torch.Tensor, twin_latents: torch.T
                         skips = tuple(s + (w - o) if s.shape[-1] in level else s
                                       for s, o, w in zip(enc.skips, e_src.skips, e_twin.skips))
                         h_edit = enc.h + (e_twin.h - e_src.h)
-                        eps_edit = backbone.decode(Encoded(h=h_edit, skips=skips, temb=enc.temb, t=enc.t), h_edit)
+                        eps_edit = backbone.decode(dataclasses.replace(enc, h=h_edit, skips=skips), h_edit)
                     steps.append((eps.float(), eps_edit.float()))
             xs = [asymmetric_step(x, eps, eps_edit, a, a_next).x_next for x, (eps, eps_edit) in zip(xs, steps)]
             if editing:
