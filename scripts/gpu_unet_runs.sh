@@ -12,10 +12,10 @@
 #
 # SET=v: the eleventh session (2026-11-27), v-prediction in the close-up world
 # (docs/toyworld.md, "v-prediction"):
-#   A  --recipe toy-faces-v (one norm group), batch 32: a 4500-step export (the shipped eps
-#      model's length, what the CPU affords), then resumed to the deadline
-#   B  --recipe toy-faces-v-32groups (the shipped layout), batch 32, to the deadline
-#   C  --recipe toy-faces-v at batch 128, to the deadline
+#   A  --recipe toy-faces (v, one norm group; the run was made under the name toy-faces-v), batch
+#      32: its 4500-step export (the recipe's length, shipped since), then resumed to the deadline
+#   B  --recipe toy-faces-v-32groups (the eps model's 32 groups), batch 32, to the deadline
+#   C  --recipe toy-faces at batch 128, to the deadline
 #
 # Usage: [SET=v] scripts/gpu_unet_runs.sh OUT_DIR [TRAIN_SECONDS] [DEVICE]
 #   TRAIN_SECONDS: wall time from the start of this script to the deadline (default 420)
@@ -31,7 +31,7 @@ device=${3:-cuda}
 set_=${SET:-1group}
 case "$set_" in
   1group) recipe_a=toy-faces-1group recipe_b=toy-faces-1group recipe_c=toy-faces-1group world_b=wide steps_a=7000 ;;
-  v) recipe_a=toy-faces-v recipe_b=toy-faces-v-32groups recipe_c=toy-faces-v world_b=closeup steps_a=4500 ;;
+  v) recipe_a=toy-faces recipe_b=toy-faces-v-32groups recipe_c=toy-faces world_b=closeup steps_a=4500 ;;
   *) echo "unknown SET=$set_ (1group or v)" >&2; exit 2 ;;
 esac
 if [ -n "${RECIPE:-}" ]; then recipe_a=$RECIPE recipe_b=$RECIPE recipe_c=$RECIPE; fi

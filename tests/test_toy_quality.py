@@ -186,8 +186,8 @@ def test_toy_demo_runs_and_measures_every_edit(probe, tmp_path, monkeypatch):
 
 
 def test_mean_response_is_one_for_an_exact_denoiser_and_zero_for_a_colour_blind_unet():
-    """The diagnosis behind TOY_FACES_UNET's norm_num_groups: with one channel per group the
-    U-Net's last GroupNorm removes each channel's mean, so eps cannot follow x_t's mean."""
+    """The diagnosis behind TOY_FACES_UNET's norm_num_groups (1 since 2026-11-26): with one channel
+    per group the U-Net's last GroupNorm removes each channel's mean, so eps cannot follow x_t's mean."""
     from hspace.toyworld.quality import mean_response
     from test_sampler import ClosedFormBackbone
 
@@ -300,8 +300,9 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     assert res.exit_code == 0, res.output
     entries = json.loads((dirs / "eval.json").read_text())["directions"]
     assert entries["glasses"]["trained"]["lr"] == entries["blond"]["trained"]["lr"] == 0.3
-    assert TOY_DIRECTIONS["blond"].lr is None
-    assert recipe_for(TOY_DIRECTIONS["blond"], DirectionRecipe()).lr == DirectionRecipe().lr
+    assert TOY_DIRECTIONS["eyes_closed"].lr is None
+    assert recipe_for(TOY_DIRECTIONS["eyes_closed"], DirectionRecipe()).lr == DirectionRecipe().lr
+    assert recipe_for(TOY_DIRECTIONS["blond"], DirectionRecipe()).lr == TOY_DIRECTIONS["blond"].lr != DirectionRecipe().lr
 
 
 needs_toy_faces = pytest.mark.skipif(

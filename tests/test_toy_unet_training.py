@@ -52,13 +52,16 @@ def test_toy_faces_architecture_has_h_at_8x8():
     s = make_scheduler().config
     assert (s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule, s.prediction_type) == (
         1000, 1e-4, 0.02, "linear", "epsilon")
+    assert make_scheduler("v_prediction").config.prediction_type == "v_prediction"
 
 
-def test_one_group_recipe_keeps_h_and_lets_channel_means_through():
-    """The candidate colour fix: same h, every GroupNorm over all channels, low-frequency term on."""
-    r = RECIPES["toy-faces-1group"]()
+def test_shipped_recipe_predicts_v_with_one_group_and_keeps_h():
+    """The shipped recipe: same h, every GroupNorm over all channels (channel means pass), v."""
+    r = RECIPES["toy-faces"]()
     r.validate()
-    assert r.lowfreq_weight > 0 and r.unet == dict(TOY_FACES_UNET, norm_num_groups=1)
+    assert r.prediction_type == "v_prediction" and r.lowfreq_weight == 0 and r.steps == 4500
+    assert RECIPES["toy-faces-1group"]().unet == r.unet and RECIPES["toy-faces-1group"]().prediction_type == "epsilon"
+    assert RECIPES["toy-faces-eps"]().unet == dict(r.unet, norm_num_groups=32)
     unet = build_unet(r.unet)
     norms = [m for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and all(m.num_groups == 1 for m in norms)
@@ -76,7 +79,7 @@ def test_deep_h_recipe_keeps_attention_at_8x8_and_widens_h():
 
     r = RECIPES["toy-faces-deep-h"]()
     r.validate()
-    assert r.steps == RECIPES["toy-faces"]().steps and r.lowfreq_weight == 0
+    assert r.steps == RECIPES["toy-faces"]().steps and r.lowfreq_weight == 0 and r.prediction_type == "epsilon"
     unet = build_unet(r.unet)
     sizes, shapes = set(), {}
     for m in unet.modules():
@@ -347,7 +350,7 @@ def test_v_prediction_loss_targets_diffusers_velocity():
 
 
 def test_v_recipe_exports_a_v_model_that_loads_as_one(tmp_path):
-    r = tiny_recipe(steps=2, prediction_type="v_prediction")
+    r = tiny_recipe(steps=2)
     res = train_unet(r, checkpoint_dir=tmp_path / "ck", out_dir=tmp_path / "model", progress=False)
     cfg = json.loads((res.exported / "scheduler_config.json").read_text())
     assert cfg["prediction_type"] == "v_prediction"
@@ -355,5 +358,27 @@ def test_v_recipe_exports_a_v_model_that_loads_as_one(tmp_path):
     assert backbone.prediction_type == "v_prediction"
     with pytest.raises(ValueError, match="prediction_type"):
         tiny_recipe(prediction_type="sample").validate()
-    assert RECIPES["toy-faces-v"]().prediction_type == "v_prediction"
-    assert RECIPES["toy-faces-v"]().unet["norm_num_groups"] == 1
+    assert RECIPES["toy-faces-v-32groups"]().prediction_type == "v_prediction"
+
+
+def test_recipes_written_before_prediction_type_read_as_eps():
+    """Checkpoints and exports made before the field existed were all eps models: resuming one
+    must not turn it into a v model."""
+    old = RECIPES["toy-faces-eps"]().to_json()
+    del old["prediction_type"]
+    assert Recipe.from_json(old).prediction_type == "epsilon"
+    assert Recipe.from_json(RECIPES["toy-faces"]().to_json()).prediction_type == "v_prediction"
+
+
+def test_cli_train_unet_never_exports_a_changed_recipe_into_the_shipped_folder(tmp_path):
+    """`--steps 60` once replaced the shipped model with a 60-step one: a run that changes the
+    recipe must name its own --out."""
+    from hspace.toyworld.train_unet import shipped_model_dir
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in shipped_model_dir().iterdir()) if shipped_model_dir().is_dir() else []
+    for extra in (["--steps", "2"], ["--batch-size", "2"], ["--precision", "fp32"]):
+        res = CliRunner().invoke(app, ["toyworld", "train-unet", *extra, "--checkpoint-dir", str(tmp_path / "ck")])
+        assert res.exit_code != 0 and "--out" in res.output and extra[0] in res.output, res.output
+    assert not (tmp_path / "ck").exists()
+    after = sorted((p.name, p.stat().st_mtime_ns) for p in shipped_model_dir().iterdir()) if shipped_model_dir().is_dir() else []
+    assert before == after

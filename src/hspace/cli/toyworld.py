@@ -122,7 +122,7 @@ Examples:
                       short_help="Train the built-in toy-faces diffusion model (resumable).")
 @handle_errors
 def train_unet_command(
-    recipe_name: Annotated[str, typer.Option("--recipe", help="Recipe: toy-faces (the shipped model), toy-faces-1group (the candidate colour fix: 1 norm group + the low-frequency term, 7000 steps), toy-faces-deep-h (no attention at 16 px, a wider 8x8 level: tried for an h that carries more of the edits, it did not) or tiny (smoke runs).")] = "toy-faces",
+    recipe_name: Annotated[str, typer.Option("--recipe", help="Recipe: toy-faces (the shipped model: v-prediction, 1 norm group, 4500 steps), toy-faces-eps (the eps model shipped until 2026-11-26), toy-faces-1group (eps, 1 norm group + the low-frequency term, 7000 steps), toy-faces-v-32groups (v with the eps model's 32 norm groups), toy-faces-deep-h (eps; no attention at 16 px, a wider 8x8 level: tried for an h that carries more of the edits, it did not) or tiny (smoke runs).")] = "toy-faces",
     steps: Annotated[Optional[int], typer.Option("--steps", help="Total training steps (default: the recipe's; may be raised on --resume).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --checkpoint-dir.")] = False,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop cleanly with a checkpoint after this many minutes.")] = None,
@@ -141,6 +141,11 @@ def train_unet_command(
     if recipe_name not in RECIPES:
         raise fail(f"unknown --recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]()
+    changed = [name for name, given, own in (("--steps", steps, recipe.steps), ("--batch-size", batch_size, recipe.batch_size),
+                                              ("--precision", precision, recipe.precision)) if given is not None and given != own]
+    if changed and out is None:
+        raise fail(f"{', '.join(changed)} change the recipe, so the model would not be the shipped one: pass --out DIR "
+                   "(only the committed recipe exports into the shipped folder)")
     if steps is not None:
         if steps < 1:
             raise fail(f"--steps must be >= 1, got {steps}")

@@ -17,8 +17,8 @@ from .toyworld import toyworld_app
 TRAIN_DIRECTIONS_HELP = """Train the shipped toy-world directions from text with the small CLIP, then judge each with the probe.
 
 The committed recipe (docs/toyworld.md): the paper's implicit f_t, CLIP directional + L1 loss, 20 faces of
-training seed 2 (never used for evaluation), 40 DDIM steps, SGD (lr 0.25 for smiling and hat, 0.0625 for glasses, 0.5 for
-blond and eyes closed: ToyDirection.lr), one epoch, t_edit 500, bf16
+training seed 2 (never used for evaluation), 40 DDIM steps, SGD (lr 1 for smiling, 0.25 for glasses, 2 for blond and hat,
+0.5 for eyes closed: ToyDirection.lr), one epoch, t_edit 500, bf16
 autocast in the training steps. Needs the trained toy-faces model and toy CLIP. Each direction is checkpointed
 after every image (rerun the same command to resume) and written to OUT/<name>.safetensors; OUT/eval.json
 holds the recipe, the training time and, per direction, the target success and the preservation of every other
@@ -117,7 +117,7 @@ def train_directions_command(
     t_edit: Annotated[int, typer.Option("--t-edit", help="Editing interval start (train where t >= T).")] = 500,
     n_images: Annotated[int, typer.Option("--n-images", help="Training faces.")] = 20,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training faces.")] = 1,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="SGD learning rate for every direction trained (default: each direction's own, 0.0625-0.5; see TOY_DIRECTIONS).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="SGD learning rate for every direction trained (default: each direction's own, 0.25-2; see TOY_DIRECTIONS).")] = None,
     eval_n: Annotated[int, typer.Option("--eval-n", help="Held-out faces to judge each direction on (0: skip).")] = 100,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,

@@ -7,7 +7,10 @@ The recipe (see docs/toyworld.md for the measured cost):
   augmentation (a flip would not change any factor, but it is not needed either);
 * model: :data:`TOY_FACES_UNET` (64x64, widths 32/64/128/192, one ResNet per level,
   attention at 16x16 and 8x8, h = the mid-block output ``[192, 8, 8]``, 7.25 M parameters);
-* DDPM: eps-prediction, linear betas 1e-4..0.02, T = 1000 (the Asyrp paper's models);
+* DDPM: linear betas 1e-4..0.02, T = 1000 (the Asyrp paper's models), the network predicting v
+  (the paper's models predict eps; hspace's backbone turns v into eps, so the method is the
+  same; ``--recipe toy-faces-eps`` is the eps model shipped until 2026-11-26, whose samples have
+  the wrong colours);
 * AdamW (lr 3e-4, betas 0.9/0.999, weight decay 0, linear warm-up), gradient clipping at 1,
   EMA of the weights (decay 0.999 with the usual ``(1+s)/(10+s)`` ramp); the EMA model is the
   one exported;
@@ -71,7 +74,7 @@ __all__ = [
 ]
 
 #: The shipped toy-faces U-Net: 64x64, h = mid-block output [192, 8, 8], 7.25 M parameters
-#: (14.5 MB in float16).
+#: (14.5 MB in float16); it predicts v (:class:`Recipe`).
 TOY_FACES_UNET: dict[str, Any] = dict(
     sample_size=64,
     in_channels=3,
@@ -80,11 +83,11 @@ TOY_FACES_UNET: dict[str, Any] = dict(
     block_out_channels=(32, 64, 128, 192),
     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    # 32 groups = one channel per group at the 32-channel level: the last GroupNorm then removes
-    # each channel's spatial mean, and the model cannot follow x_t's mean colour (mean_response
-    # 0.002 at t=999; ideal 0.98), hence the colour-shifted samples. Tried and not shipped
-    # (docs/toyworld.md): 8 groups, and 1 group + Recipe.lowfreq_weight (RECIPES["toy-faces-1group"]).
-    norm_num_groups=32,
+    # one group: each GroupNorm normalises over all its channels, so channel means (x_t's mean
+    # colour) pass. With 32 (one channel per group at the 32-channel level, the eps model shipped
+    # until 2026-11-26) the last GroupNorm removed each channel's mean and eps could not follow
+    # x_t's mean colour (mean_response 0.002 at t=999; ideal 0.98): docs/toyworld.md.
+    norm_num_groups=1,
     attention_head_dim=64,
 )
 
@@ -123,7 +126,7 @@ class Recipe:
     """
 
     unet: dict = field(default_factory=lambda: dict(TOY_FACES_UNET))
-    steps: int = 4500  # 3000 left samples noisy and colour-shifted (2026-11-25); see docs/toyworld.md
+    steps: int = 4500  # the eps model's 3000 left samples noisy (2026-11-25); see docs/toyworld.md
     batch_size: int = 32
     lr: float = 3e-4
     warmup_steps: int = 200
@@ -146,10 +149,13 @@ class Recipe:
     # can raise the weight once the first one has done what it can (see lowfreq_weight_at).
     lowfreq_schedule: tuple[tuple[int, float], ...] = ()
     precision: str = "bf16"  # "bf16" (autocast, fp32 master weights) or "fp32"
-    # what the network predicts: "epsilon" (the paper's models, the shipped one) or "v_prediction"
-    # (v = sqrt(abar) eps - sqrt(1 - abar) x0, as diffusers defines it). The model is exported with
-    # it in scheduler_config.json, and hspace's backbone turns v into eps, so the method is unchanged.
-    prediction_type: str = "epsilon"
+    # what the network predicts: "v_prediction" (v = sqrt(abar) eps - sqrt(1 - abar) x0, as
+    # diffusers defines it; the shipped model since 2026-11-26) or "epsilon" (the paper's models,
+    # the one shipped before). The model is exported with it in scheduler_config.json, and hspace's
+    # backbone turns v into eps, so the method runs unchanged. An eps model must get eps's image
+    # mean right to about 1e-4 near t = 999, where P_t multiplies its error by up to 156; a v
+    # model's error reaches P_t times sqrt(1 - abar) <= 1 (docs/toyworld.md, "v-prediction").
+    prediction_type: str = "v_prediction"
     channels_last: bool = False  # slower here: GroupNorm backward in channels_last dominates
 
     @property
@@ -176,6 +182,7 @@ class Recipe:
             d["lowfreq_schedule"] = tuple(tuple(p) for p in d["lowfreq_schedule"])
         if "unet" in d:
             d["unet"] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["unet"].items()}
+        d.setdefault("prediction_type", "epsilon")  # written before the field existed: all eps
         return cls(**d)
 
     def validate(self) -> None:
@@ -200,27 +207,24 @@ class Recipe:
             raise ValueError("seed and data_seed must be >= 0")
 
 
-#: Named recipes: ``toy-faces`` (the shipped model), ``toy-faces-1group`` (the candidate fix for
-#: its colour blindness; trained, not shipped, see docs/toyworld.md) and ``tiny`` (tests, smoke runs).
+#: Named recipes: ``toy-faces`` (the shipped model), the runs tried on the way (docs/toyworld.md)
+#: and ``tiny`` (tests, smoke runs).
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "toy-faces": Recipe,
-    # weight 0.3 plateaued near half the right mean response; 1.0 from step 3093 (where that run
-    # stopped) got closer (docs/toyworld.md)
-    "toy-faces-1group": lambda: Recipe(unet=dict(TOY_FACES_UNET, norm_num_groups=1), steps=7000, lowfreq_weight=0.3,
+    # the eps model shipped until 2026-11-26 (its samples have the wrong colours; docs/toyworld.md)
+    "toy-faces-eps": lambda: Recipe(unet=dict(TOY_FACES_UNET, norm_num_groups=32), prediction_type="epsilon"),
+    # eps with one group and the low-frequency term: weight 0.3 plateaued near half the right mean
+    # response; 1.0 from step 3093 (where that run stopped) got closer (docs/toyworld.md)
+    "toy-faces-1group": lambda: Recipe(steps=7000, prediction_type="epsilon", lowfreq_weight=0.3,
                                        lowfreq_schedule=((3093, 1.0),)),
-    # v-prediction (2026-11-27, eleventh session): an eps model must get eps's image mean right to
-    # about 1e-4 at t near 999, where P_t multiplies its error by up to 156; a v model's error
-    # reaches P_t multiplied by sqrt(1 - abar) <= 1. One norm group lets the channel means through.
-    "toy-faces-v": lambda: Recipe(unet=dict(TOY_FACES_UNET, norm_num_groups=1), steps=6000,
-                                  prediction_type="v_prediction"),
-    # the same with the shipped layout's 32 groups (colour-blind: each channel's mean is removed)
-    "toy-faces-v-32groups": lambda: Recipe(steps=6000, prediction_type="v_prediction"),
+    # v with the eps model's 32 groups: its colours are right too (GPU run B, docs/toyworld.md)
+    "toy-faces-v-32groups": lambda: Recipe(unet=dict(TOY_FACES_UNET, norm_num_groups=32), steps=6000),
     # the h-oracle by level (docs/toyworld.md) found glasses carried by the 16 and 32 px skips, not
     # h: this layout keeps attention out of the 16 px level (as ADM keeps it at 1/8 of the image
     # and coarser) and gives the 8x8 level and h more width. Tried (62.5 min, 2 threads): glasses
     # moved to the 32/64 px skips instead of into h; kept as the record of that run, not shipped
-    "toy-faces-deep-h": lambda: Recipe(unet=dict(
-        TOY_FACES_UNET, block_out_channels=(32, 64, 128, 256),
+    "toy-faces-deep-h": lambda: Recipe(prediction_type="epsilon", unet=dict(
+        TOY_FACES_UNET, norm_num_groups=32, block_out_channels=(32, 64, 128, 256),
         down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"))),
     "tiny": lambda: Recipe(unet=dict(TINY_UNET), steps=200, batch_size=8, warmup_steps=10, supersample=2),
@@ -538,6 +542,12 @@ class TrainResult:
     train_seconds_total: float  #: over all runs (from the checkpoints)
 
 
+def _same_but_steps(a: Recipe, b: Recipe) -> bool:
+    ja, jb = a.to_json(), b.to_json()
+    ja.pop("steps"), jb.pop("steps")
+    return ja == jb
+
+
 def lowfreq_weight_at(recipe: Recipe, step: int) -> float:
     """The low-frequency term's weight at ``step``: 0 before ``lowfreq_from_step``, then
     ``lowfreq_weight``, then each ``lowfreq_schedule`` weight from its step on."""
@@ -766,7 +776,7 @@ def train_unet(
     if (finished or (export_unfinished and step > 0)) and out_dir is not None:
         info = {
             "finished": finished,
-            "model": "toy-faces" if recipe.unet == TOY_FACES_UNET else "custom",
+            "model": "toy-faces" if _same_but_steps(recipe, Recipe()) else "custom",
             "recipe": recipe.to_json(),
             "steps": step,
             "train_seconds_total": round(prior_seconds + run_seconds, 1),
