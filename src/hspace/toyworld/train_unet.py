@@ -116,6 +116,15 @@ SCHEDULER_CONFIG: dict[str, Any] = dict(
 )
 
 
+#: What a recipe's network may predict (the backbone also reads x0-predicting models).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}")
+
+
 @dataclass
 class Recipe:
     """Everything that determines a training run (saved in every checkpoint and the export).
@@ -192,8 +201,7 @@ class Recipe:
             raise ValueError(f"bad lr/ema_decay/warmup: {self.lr}, {self.ema_decay}, {self.warmup_steps}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
-        if self.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
+        _check_prediction_type(self.prediction_type)
         if not (self.lowfreq_weight >= 0 and self.lowfreq_cap > 0 and self.lowfreq_from_step >= 0):
             raise ValueError("lowfreq_weight and lowfreq_from_step must be >= 0 and lowfreq_cap > 0, got "
                              f"{self.lowfreq_weight}, {self.lowfreq_from_step}, {self.lowfreq_cap}")
@@ -399,6 +407,7 @@ def diffusion_loss(model: UNet2DModel, x0: torch.Tensor, t: torch.Tensor, noise:
     is the noise (``epsilon``) or ``v = sqrt(a) noise - sqrt(1 - a) x0`` (``v_prediction``). Plus
     ``lowfreq_weight`` x :func:`lowfreq_error` of the eps error the prediction implies (the forward
     process is the same; only the weighting of the coarse errors changes)."""
+    _check_prediction_type(prediction_type)  # before the forward pass
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
     if channels_last:
@@ -408,10 +417,8 @@ def diffusion_loss(model: UNet2DModel, x0: torch.Tensor, t: torch.Tensor, noise:
     if prediction_type == "v_prediction":
         err = pred.float() - (a.sqrt() * noise - (1 - a).sqrt() * x0)
         eps_err = a.sqrt() * err  # eps = sqrt(a) v + sqrt(1 - a) x_t
-    elif prediction_type == "epsilon":
-        err = eps_err = pred.float() - noise
     else:
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+        err = eps_err = pred.float() - noise
     loss = err.pow(2).mean()
     if lowfreq_weight > 0:
         loss = loss + lowfreq_weight * lowfreq_error(eps_err, a, lowfreq_cap)
