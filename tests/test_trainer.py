@@ -202,3 +202,24 @@ def test_data_from_noise_clips_where_the_model_config_asks(tiny_backbone):
     assert all(v.abs().max().item() <= 1.0 for v in data.x0_src.values())
     trainer.train(data)
     assert objective.seen and max(objective.seen) <= 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent GPU machine)")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_runs_where_the_backbone_runs(precision):
+    # the direction and every tensor of the loop follow the backbone (the toy direction sweep
+    # on an H100 failed before: the direction stayed on the CPU, under CPU autocast)
+    from conftest import TameBackbone, make_tiny_unet
+
+    cfg = TrainConfig(**dict(CFG, direction_kind="implicit-ddpm", precision=precision))
+    runs = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        backbone = TameBackbone(make_tiny_unet()).to(device)
+        trainer = Trainer(backbone, brightness_objective(), cfg)
+        out = trainer.train(trainer.data_from_noise(2))
+        assert all(p.device.type == device for p in out.direction.parameters())
+        runs[device] = out.losses
+    assert len(runs["cpu"]) == len(runs["cuda"]) > 0
+    tol = 1e-3 if precision == "fp32" else 5e-2  # same start and data; kernels differ in the last bits
+    assert runs["cuda"] == pytest.approx(runs["cpu"], rel=tol, abs=tol)

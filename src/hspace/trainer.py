@@ -138,6 +138,8 @@ class Trainer:
             raise ValueError(f"t_edit={config.t_edit} leaves no training step on a {config.n_train_steps}-step grid")
         self.pairs = self._pairs()
         self.direction = direction if direction is not None else self._new_direction()
+        if isinstance(self.direction, torch.nn.Module):
+            self.direction.to(backbone.device)  # trained where the backbone runs
 
     def _pairs(self) -> list[tuple[int, int]]:
         """(t, t_next) for every training t, walked from the top; t_next is the grid's next point."""
@@ -167,7 +169,7 @@ class Trainer:
         for t, t_next in generation_pairs(grid):
             if t < self.train_ts[0]:
                 break
-            tt = torch.full((x.shape[0],), float(t))
+            tt = torch.full((x.shape[0],), float(t), device=x.device)
             eps = self.backbone.eps(x, tt).float()
             out[t] = predict_x0(x, eps, abar_at(ac, t))
             if clip_x0:
@@ -177,7 +179,9 @@ class Trainer:
 
     def data_from_latents(self, latents: torch.Tensor, sources: torch.Tensor) -> TrainingData:
         """Training data for real images already inverted (``sources`` are the images)."""
-        return TrainingData(latents.float(), sources.float(), self._unedited_x0s(latents))
+        dev = self.backbone.device
+        latents, sources = latents.to(dev, torch.float32), sources.to(dev, torch.float32)
+        return TrainingData(latents, sources, self._unedited_x0s(latents))
 
     def data_from_noise(self, n: int) -> TrainingData:
         """Training data from x_T ~ N(0, I) (seeded); each source is its own unedited sample.
@@ -187,7 +191,7 @@ class Trainer:
         """
         s = self.backbone.image_size
         g = torch.Generator().manual_seed(self.config.seed)
-        latents = torch.randn(n, self.backbone.in_channels, s, s, generator=g)
+        latents = torch.randn(n, self.backbone.in_channels, s, s, generator=g).to(self.backbone.device)
         clip = model_clips_x0(self.backbone)
         sources = torch.cat([
             generate(self.backbone, latents[i : i + self.config.batch_size], self.config.n_train_steps, clip_x0=clip)
@@ -268,8 +272,8 @@ class Trainer:
             x = data.latents[sl]
             for t, t_next in self.pairs:
                 a, a_next = abar_at(ac, t), abar_at(ac, t_next)
-                tt = torch.full((x.shape[0],), float(t))
-                with network_autocast(cfg.precision):
+                tt = torch.full((x.shape[0],), float(t), device=x.device)
+                with network_autocast(cfg.precision, x.device):
                     with torch.no_grad():
                         enc = bb.encode(to_memory_format(x, cfg.precision), tt)
                         eps = bb.decode(enc).float()
