@@ -12,7 +12,7 @@ from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
 from hspace.cli.main import app
 from hspace.directions import GlobalDirection
 from hspace.editor import EditConfig, Editor
-from hspace.toyworld.directions import (TOY_DIRECTIONS, DirectionRecipe, face_images, mean_colour_change, recipe_for,
+from hspace.toyworld.directions import (TOY_DIRECTIONS, DirectionRecipe, ToyDirection, face_images, mean_colour_change, recipe_for,
                                        target_twin)
 from hspace.toyworld.faces import factors_for, with_factor
 from hspace.toyworld.models import TOY_FACES_DIR
@@ -300,9 +300,14 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     assert res.exit_code == 0, res.output
     entries = json.loads((dirs / "eval.json").read_text())["directions"]
     assert entries["glasses"]["trained"]["lr"] == entries["blond"]["trained"]["lr"] == 0.3
-    assert TOY_DIRECTIONS["eyes_closed"].lr is None
-    assert recipe_for(TOY_DIRECTIONS["eyes_closed"], DirectionRecipe()).lr == DirectionRecipe().lr
-    assert recipe_for(TOY_DIRECTIONS["blond"], DirectionRecipe()).lr == TOY_DIRECTIONS["blond"].lr != DirectionRecipe().lr
+    assert entries["glasses"]["trained"]["t_edit"] == TOY_DIRECTIONS["glasses"].t_edit != DirectionRecipe().t_edit
+    # a direction's own rate and interval replace the recipe's; where it has none, the recipe's stay
+    plain = ToyDirection("x", "a face", "a face with a hat", "hat")
+    assert recipe_for(plain, DirectionRecipe()) == DirectionRecipe()
+    own = recipe_for(TOY_DIRECTIONS["blond"], DirectionRecipe())
+    assert (own.lr, own.t_edit) == (TOY_DIRECTIONS["blond"].lr, TOY_DIRECTIONS["blond"].t_edit) != (0.5, 500)
+    hat = recipe_for(TOY_DIRECTIONS["hat"], DirectionRecipe())
+    assert TOY_DIRECTIONS["hat"].t_edit is None and hat.t_edit == DirectionRecipe().t_edit and hat.lr == 2.0
 
 
 needs_toy_faces = pytest.mark.skipif(

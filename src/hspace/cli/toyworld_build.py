@@ -17,8 +17,9 @@ from .toyworld import toyworld_app
 TRAIN_DIRECTIONS_HELP = """Train the shipped toy-world directions from text with the small CLIP, then judge each with the probe.
 
 The committed recipe (docs/toyworld.md): the paper's implicit f_t, CLIP directional + L1 loss, 20 faces of
-training seed 2 (never used for evaluation), 40 DDIM steps, SGD (lr 1 for smiling, 0.25 for glasses, 2 for blond and hat,
-0.5 for eyes closed: ToyDirection.lr), one epoch, t_edit 500, bf16
+training seed 2 (never used for evaluation), 40 DDIM steps, SGD with each direction's own rate and editing interval
+(ToyDirection.lr and .t_edit: lr 0.5 / 0.125 / 2 / 0.25 / 2 and t_edit 300 / 300 / 300 / 300 / 500 for smiling,
+glasses, blond, eyes closed and hat), one epoch, bf16
 autocast in the training steps. Needs the trained toy-faces model and toy CLIP. Each direction is checkpointed
 after every image (rerun the same command to resume) and written to OUT/<name>.safetensors; OUT/eval.json
 holds the recipe, the training time and, per direction, the target success and the preservation of every other
@@ -114,10 +115,10 @@ def _load_world(need_clip: bool = True, model: str = "toy-faces", clip: str = "t
 def train_directions_command(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Train only these (repeatable): smiling, glasses, blond, eyes_closed, hat.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the direction files (default: the shipped folder).")] = None,
-    t_edit: Annotated[int, typer.Option("--t-edit", help="Editing interval start (train where t >= T).")] = 500,
+    t_edit: Annotated[Optional[int], typer.Option("--t-edit", help="Editing interval start for every direction trained (train where t >= T; default: each direction's own, 300 or 500, see TOY_DIRECTIONS; 500 for --method mean-difference).")] = None,
     n_images: Annotated[int, typer.Option("--n-images", help="Training faces.")] = 20,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training faces.")] = 1,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="SGD learning rate for every direction trained (default: each direction's own, 0.25-2; see TOY_DIRECTIONS).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="SGD learning rate for every direction trained (default: each direction's own, 0.125-2; see TOY_DIRECTIONS).")] = None,
     eval_n: Annotated[int, typer.Option("--eval-n", help="Held-out faces to judge each direction on (0: skip).")] = 100,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
@@ -139,7 +140,7 @@ def train_directions_command(
     unknown = [n for n in names if n not in TOY_DIRECTIONS]
     if unknown:
         raise fail(f"unknown direction(s) {unknown}; choose from {list(TOY_DIRECTIONS)}")
-    if n_images < 1 or epochs < 1 or eval_n < 0 or threads < 1 or not 0 <= t_edit <= 999 or (lr is not None and lr <= 0):
+    if n_images < 1 or epochs < 1 or eval_n < 0 or threads < 1 or (t_edit is not None and not 0 <= t_edit <= 999) or (lr is not None and lr <= 0):
         raise fail("need --n-images >= 1, --epochs >= 1, --eval-n >= 0, --threads >= 1, 0 <= --t-edit <= 999, --lr > 0")
     if method not in ("clip", "mean-difference"):
         raise fail(f"--method must be clip or mean-difference, got {method!r}")
@@ -154,9 +155,9 @@ def train_directions_command(
         raise fail(f"{existing[0]} exists; pass --overwrite to replace it (or --out another folder)")
     torch.set_num_threads(threads)
     backbone, probe, encoder = _load_world(need_clip=method == "clip", model=model, clip=clip, probe=probe_name)
-    recipe = DirectionRecipe(n_images=n_images, t_edit=t_edit, epochs=epochs)
-    if lr is not None:
-        recipe.lr = lr
+    recipe = DirectionRecipe(n_images=n_images, epochs=epochs)
+    if t_edit is not None:
+        recipe.t_edit = t_edit
     folder.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
@@ -185,7 +186,11 @@ def train_directions_command(
     trained: dict[str, Any] = {}
     for name in names:
         spec = TOY_DIRECTIONS[name]
-        own = recipe if lr is not None else recipe_for(spec, recipe)
+        own = recipe_for(spec, recipe)  # the direction's own rate and interval, unless given for all
+        if lr is not None:
+            own.lr = lr
+        if t_edit is not None:
+            own.t_edit = t_edit
         t1 = time.perf_counter()
         # one checkpoint per (texts, recipe, model and CLIP weights): a changed recipe or a
         # retrained model starts afresh instead of resuming what was trained for the other
@@ -198,7 +203,7 @@ def train_directions_command(
             f.unlink(missing_ok=True)  # the direction file now holds the result
         trained[name] = {"file": str(path), "seconds": round(time.perf_counter() - t1, 1), "steps": res.steps,
                          "final_loss": res.losses[-1] if res.losses else None, "source": spec.source, "target": spec.target,
-                         "lr": own.lr}
+                         "lr": own.lr, "t_edit": own.t_edit}
         notice(f"{name}: {spec.source!r} -> {spec.target!r} trained in {trained[name]['seconds']:.0f} s -> {path}")
     _judge_and_record(folder, names, trained, recipe, eval_n, backbone, probe, time.perf_counter() - t0,
                       model=model, clip=clip, probe=probe_name, method=method, invert_seconds=round(invert_s, 1))
