@@ -159,6 +159,27 @@ def test_train_from_noise_writes_a_loadable_direction(world):
     assert "already exists" in assert_one_line_error(run(*args), 2)
 
 
+def test_editing_band_from_train_to_edit(world):
+    # --t-edit-max (hspace's editing band): recorded by train, applied by edit, refused when empty
+    target = world["root"] / "band.safetensors"
+    result = run("train", "-m", "tiny-random", "--source", "a face", "--target", "a smiling face", "--noise", "1",
+                 "--clip", "tiny-random-clip", "--steps", "4", "--t-edit", "300", "--t-edit-max", "700", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert load_direction(target, backbone=load_backbone("tiny-random")).meta.t_edit_max == 700
+    out = world["root"] / "band-edit"
+    result = run("edit", "-m", "tiny-random", "-i", str(world["imgs"] / "a.png"), "-d", str(target), "-o", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["t_edit_max"] == 700 and rec["interval_source"]["t_edit_max"] == "direction file"
+    line = assert_one_line_error(run("edit", "-m", "tiny-random", "-i", str(world["imgs"] / "a.png"), "-d", str(target),
+                                     "-o", str(world["root"] / "band-empty"), "--t-edit", "800", *FAST), 2)
+    assert "below t_edit" in line
+    line = assert_one_line_error(run("train", "-m", "tiny-random", "--source", "a", "--target", "b", "--noise", "1",
+                                     "--clip", "tiny-random-clip", "--steps", "4", "--t-edit-max", "200",
+                                     "-o", str(world["root"] / "never.safetensors")), 2)
+    assert "--t-edit-max 200" in line and not (world["root"] / "never.safetensors").exists()
+
+
 def test_import_official_then_info(world):
     if not OFFICIAL.is_file():
         pytest.skip(f"official checkpoint not found at {OFFICIAL}")

@@ -111,3 +111,43 @@ def test_bad_inputs_are_refused(tame_backbone):
         EditConfig(t_edit=100, t_boost=200)
     with pytest.raises(ValueError, match="n_steps"):
         EditConfig(n_steps=0)
+
+
+def test_editing_band_edits_only_inside_it(tame_backbone, tmp_path):
+    # t_edit_max (beyond the paper): plain DDIM above the band's top, the Asyrp step inside it
+    from hspace.directions import load_direction, save_direction
+    from hspace.sampler import Phases, generate
+
+    ed = Editor(tame_backbone, cfg(cache_latents=False))
+    lat = ed.invert(images())
+    d = global_dir(tame_backbone, scale=2.0, t_edit=0)
+    whole = ed.edit(lat, [(d, 1.0)])
+    assert whole.t_edit_max is None
+    top = Editor(tame_backbone, cfg(cache_latents=False, t_edit_max=999)).edit(lat, [(d, 1.0)])
+    assert torch.equal(top.images, whole.images)  # a band up to the grid's top is the paper's interval
+
+    def zero_above(t_max):
+        def delta(h, t, temb):
+            return d(h, t, temb) * (t <= t_max).to(h.dtype).view(-1, 1, 1, 1)
+        return delta
+
+    band = Editor(tame_backbone, cfg(cache_latents=False, t_edit_max=500)).edit(lat, [(d, 1.0)])
+    assert band.t_edit_max == 500 and band.interval_source["t_edit_max"] == "user"
+    by_hand = generate(tame_backbone, lat, 6, delta=zero_above(500), phases=Phases(t_edit=0))
+    assert torch.allclose(band.images, by_hand, atol=1e-6)
+    assert (band.images - whole.images).abs().max() > 1e-3  # the top steps' edit is gone
+    assert (band.images - ed.reconstruct(lat)).abs().max() > 1e-3  # and the band's is there
+
+    # recorded in the direction file, it applies unless the config says otherwise
+    path = save_direction(global_dir(tame_backbone, scale=2.0, t_edit=0, t_edit_max=500), tmp_path / "band.safetensors")
+    filed = ed.edit(lat, [(load_direction(path, tame_backbone), 1.0)])
+    assert filed.t_edit_max == 500 and filed.interval_source["t_edit_max"] == "direction file"
+    assert torch.allclose(filed.images, band.images, atol=1e-6)
+
+    with pytest.raises(ValueError, match="below t_edit"):
+        Editor(tame_backbone, cfg(cache_latents=False, t_edit=600)).edit(lat, [(load_direction(path, tame_backbone), 1.0)])
+    with pytest.raises(ValueError, match="t_edit_max"):
+        cfg(t_edit=600, t_edit_max=500)
+    with pytest.raises(ValueError, match="below t_edit"):
+        global_dir(tame_backbone, t_edit=600, t_edit_max=500)
+

@@ -295,11 +295,18 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     assert entry["eval"]["n"] == 2 and "glasses" not in kept and {"smile", "skin_tone", "hair_color"} <= kept
     # an explicit --lr is every direction's; without one, a direction with no rate of its own takes the recipe's
     res = CliRunner().invoke(app, ["toyworld", "train-directions", "--model", str(model), "--out", str(dirs),
-                                   "--only", "glasses", "--only", "blond", "--n-images", "1", "--eval-n", "0",
-                                   "--clip", str(clip), "--lr", "0.3", "--overwrite"])
+                                   "--only", "glasses", "--only", "blond", "--only", "smiling", "--n-images", "1",
+                                   "--eval-n", "0", "--clip", str(clip), "--lr", "0.3", "--overwrite"])
     assert res.exit_code == 0, res.output
     entries = json.loads((dirs / "eval.json").read_text())["directions"]
     assert entries["glasses"]["trained"]["lr"] == entries["blond"]["trained"]["lr"] == 0.3
+    # smiling is trained to the top and its file asks for the editing band (ToyDirection.edit_t_max)
+    from hspace.directions import load_direction
+
+    meta = load_direction(dirs / "smiling.safetensors").meta
+    assert (meta.t_edit, meta.t_edit_max) == (TOY_DIRECTIONS["smiling"].t_edit, TOY_DIRECTIONS["smiling"].edit_t_max) == (300, 700)
+    assert meta.extra["training"]["train_timesteps"][-1] == 999  # trained to the top
+    assert load_direction(dirs / "glasses.safetensors").meta.t_edit_max is None
     assert entries["glasses"]["trained"]["t_edit"] == TOY_DIRECTIONS["glasses"].t_edit != DirectionRecipe().t_edit
     # a direction's own rate and interval replace the recipe's; where it has none, the recipe's stay
     plain = ToyDirection("x", "a face", "a face with a hat", "hat")

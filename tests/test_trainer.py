@@ -223,3 +223,25 @@ def test_training_runs_where_the_backbone_runs(precision):
     assert len(runs["cpu"]) == len(runs["cuda"]) > 0
     tol = 1e-3 if precision == "fp32" else 5e-2  # same start and data; kernels differ in the last bits
     assert runs["cuda"] == pytest.approx(runs["cpu"], rel=tol, abs=tol)
+
+
+def test_training_band_starts_from_the_unedited_trajectory(tame_backbone, tmp_path):
+    # t_edit_max: train only where t_edit <= t <= t_edit_max, from the unedited x_t at the band's top
+    cfg = TrainConfig(**dict(CFG, t_edit=300, t_edit_max=700, direction_kind="implicit-ddpm", lr=5.0))
+    trainer = Trainer(tame_backbone, brightness_objective(), cfg)
+    assert trainer.train_ts and 300 <= min(trainer.train_ts) and max(trainer.train_ts) <= 700
+    assert [t for t, _ in trainer.pairs] == sorted(trainer.train_ts, reverse=True)
+    data = trainer.data_from_noise(2)
+    seen = {}
+    generate(tame_backbone, data.latents, 10, callback=lambda s: seen.__setitem__(s.t, s.x_t))
+    assert data.x_top is not None and torch.allclose(data.x_top, seen[max(trainer.train_ts)], atol=1e-5)
+    out = trainer.train(data)
+    assert out.steps == 2 * len(trainer.train_ts) and out.direction.meta.t_edit_max == 700
+    path = save_direction(out.direction, tmp_path / "band.safetensors")
+    assert load_direction(path, tame_backbone).meta.t_edit_max == 700
+    # the paper's interval (no band) starts at x_T and keeps checkpoints' identity as before
+    plain = Trainer(tame_backbone, brightness_objective(), TrainConfig(**dict(CFG, t_edit=300)))
+    assert max(plain.train_ts) == 999
+    assert plain.data_from_noise(1).x_top is None and "t_edit_max" not in plain.config.identity()
+    with pytest.raises(ValueError, match="t_edit_max"):
+        TrainConfig(**dict(CFG, t_edit=600, t_edit_max=500))

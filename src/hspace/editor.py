@@ -19,7 +19,7 @@ from .directions import ComposedDirection, Direction, check_direction_fits, resc
 from .precision import Precision, check_precision, prepare_backbone_for
 from .sampler import Phases, generate, invert, model_clips_x0
 
-__all__ = ["EditConfig", "EditOutput", "Editor", "resolve_interval", "DEFAULT_T_EDIT"]
+__all__ = ["EditConfig", "EditOutput", "Editor", "resolve_interval", "resolve_band_top", "DEFAULT_T_EDIT"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ class EditConfig:
             interval preset (:mod:`hspace.presets`), else DEFAULT_T_EDIT.
         t_boost: stochastic quality boosting below t_boost; None: from the files, else the
             model's preset, else 0 (off).
+        t_edit_max: end the edit at this t, short of the grid's top (hspace's editing band,
+            ``t_edit <= t <= t_edit_max``); None: from the directions' files, else the top (the
+            paper's interval).
         eta_boost: eta of the boosting phase.
         seed: noise seed; image i of a run uses ``seed + i`` so batching never changes results.
         batch_size: images per network batch.
@@ -59,6 +62,7 @@ class EditConfig:
     joint_decode: bool = False
     cache_latents: bool = True
     progress: bool = True
+    t_edit_max: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_inv_steps", "n_steps", "batch_size"):
@@ -67,12 +71,14 @@ class EditConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.n_inv_steps < 2 or self.n_steps < 2:
             raise ValueError(f"need at least 2 steps, got n_inv_steps={self.n_inv_steps}, n_steps={self.n_steps}")
-        for name in ("t_edit", "t_boost"):
+        for name in ("t_edit", "t_boost", "t_edit_max"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1000):
                 raise ValueError(f"{name} must be an integer timestep in 0..999 or None, got {v!r}")
         if self.t_edit is not None and self.t_boost is not None and self.t_boost > self.t_edit:
             raise ValueError(f"t_boost ({self.t_boost}) must not exceed t_edit ({self.t_edit})")
+        if self.t_edit is not None and self.t_edit_max is not None and self.t_edit_max < self.t_edit:
+            raise ValueError(f"t_edit_max ({self.t_edit_max}) must not be below t_edit ({self.t_edit})")
         if not self.eta_boost >= 0:
             raise ValueError(f"eta_boost must be >= 0, got {self.eta_boost!r}")
         check_precision(self.precision)
@@ -93,6 +99,7 @@ class EditOutput:
     t_boost: int
     interval_source: dict[str, str] = field(default_factory=dict)
     strengths: list[float] = field(default_factory=list)
+    t_edit_max: int | None = None  # the editing band's top; None: the grid's top (the paper's)
 
 
 def resolve_interval(
@@ -159,6 +166,17 @@ def resolve_interval(
         log.warning("t_boost %d > t_edit %d: boosting starts below t_edit instead", t_boost, t_edit)
         t_boost = t_edit
     return t_edit, t_boost, src
+
+
+def resolve_band_top(config: EditConfig, direction: Direction | None) -> tuple[int | None, str]:
+    """The editing band's top (``t_edit_max``) and where it came from: the config, else the
+    direction's metadata, else None (the grid's top: the paper's interval)."""
+    if config.t_edit_max is not None:
+        return config.t_edit_max, "user"
+    meta = direction.meta if direction is not None else None
+    if meta is not None and meta.t_edit_max is not None:
+        return meta.t_edit_max, "direction file"
+    return None, "none (up to the grid's top, as in the paper)"
 
 
 class Editor:
@@ -271,9 +289,13 @@ class Editor:
         # a combination's interval is the longest of its members' -> the smallest recorded cos_txt
         cos = [float(c) for d, _ in directions if (c := d.meta.extra.get("cos_txt")) is not None]
         t_edit, t_boost, src = resolve_interval(self.config, delta, self.backbone.backbone_id, min(cos) if cos else None)
-        phases = Phases(t_edit=t_edit, t_boost=t_boost, eta_boost=self.config.eta_boost)
+        t_edit_max, src["t_edit_max"] = resolve_band_top(self.config, delta)
+        if t_edit_max is not None and t_edit_max < t_edit:
+            raise ValueError(f"the editing band's top t_edit_max {t_edit_max} ({src['t_edit_max']}) is below t_edit "
+                             f"{t_edit} ({src['t_edit']}): nothing would be edited; lower t_edit or raise t_edit_max")
+        phases = Phases(t_edit=t_edit, t_boost=t_boost, eta_boost=self.config.eta_boost, t_edit_max=t_edit_max)
         images = self._run(latents, delta, phases, "edit")
-        return EditOutput(images, t_edit, t_boost, src, [float(s) for _, s in directions])
+        return EditOutput(images, t_edit, t_boost, src, [float(s) for _, s in directions], t_edit_max)
 
     def sweep(self, latents: torch.Tensor, direction: Direction, strengths: Sequence[float]) -> list[EditOutput]:
         """One edit per strength (an interpolation strip), same noise seeds for each."""

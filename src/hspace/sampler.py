@@ -247,14 +247,17 @@ class Phases:
 
     editing: t >= t_edit (asymmetric step, eta 0); denoising: t_boost <= t < t_edit (eta 0);
     quality boosting: t < t_boost (eta = ``eta_boost``). t_boost = 0 (or below) disables boosting.
+    ``t_edit_max`` (hspace's editing band, beyond the paper) ends the editing phase below the top:
+    above it the steps are plain DDIM (eta 0).
     """
 
     t_edit: int = 0
     t_boost: int = 0
     eta_boost: float = 1.0
+    t_edit_max: int | None = None
 
     def phase(self, t: int, editing: bool) -> str:
-        if editing and t >= self.t_edit:
+        if editing and t >= self.t_edit and (self.t_edit_max is None or t <= self.t_edit_max):
             return "editing"
         if t >= self.t_boost:
             return "denoising"

@@ -52,6 +52,8 @@ class TrainConfig:
         precision: "bf16" runs the U-Net under bf16 autocast in the training steps.
         seed: initialisation and noise seed.
         source_text, target_text: recorded in the direction file.
+        t_edit_max: train only where t <= t_edit_max too (hspace's editing band, beyond the paper;
+            recorded in the file, so editing uses the same band). None: up to the top.
     """
 
     t_edit: int = 500
@@ -67,6 +69,7 @@ class TrainConfig:
     source_text: str | None = None
     target_text: str | None = None
     progress: bool = True
+    t_edit_max: int | None = None
 
     def __post_init__(self) -> None:
         if self.direction_kind not in DIRECTION_KINDS:
@@ -77,6 +80,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.t_edit, int) or not 0 <= self.t_edit <= 999:
             raise ValueError(f"t_edit must be an integer timestep in 0..999, got {self.t_edit!r}")
+        if self.t_edit_max is not None and (isinstance(self.t_edit_max, bool) or not isinstance(self.t_edit_max, int)
+                                            or not self.t_edit <= self.t_edit_max <= 999):
+            raise ValueError(f"t_edit_max must be None or an integer timestep in t_edit..999 "
+                             f"({self.t_edit}..999), got {self.t_edit_max!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         check_precision(self.precision)
@@ -85,6 +92,8 @@ class TrainConfig:
         """The settings a resumed run must share with its checkpoint."""
         d = asdict(self)
         d.pop("progress")
+        if d["t_edit_max"] is None:
+            d.pop("t_edit_max")  # checkpoints made before the band existed stay resumable
         return d
 
 
@@ -96,6 +105,8 @@ class TrainingData:
         latents: x_T ``[N, 3, S, S]``.
         sources: the images the edit starts from ``[N, 3, S, S]`` (inputs, or the unedited samples).
         x0_src: ``{t: P_t}`` of the unedited trajectory, each ``[N, 3, S, S]``.
+        x_top: the unedited trajectory's x_t at the top of a training band that stops short of
+            the grid's top (``TrainConfig.t_edit_max``); None: training starts at ``latents``.
         clip_x0: step with P_t clamped to [-1, 1], as sampling from noise does where the
             model's config asks (:func:`hspace.sampler.model_clips_x0`); never for inverted images.
     """
@@ -104,6 +115,7 @@ class TrainingData:
     sources: torch.Tensor
     x0_src: dict[int, torch.Tensor]
     clip_x0: bool = False
+    x_top: torch.Tensor | None = None
 
 
 @dataclass
@@ -133,9 +145,11 @@ class Trainer:
         self.objective = objective
         self.config = config
         prepare_backbone_for(config.precision, backbone)  # channels_last weights for bf16 (once, in place)
-        self.train_ts = ddim_train_grid(config.n_train_steps, config.t_edit, backbone.alphas_cumprod.shape[0] - 1)
+        self.train_ts = [t for t in ddim_train_grid(config.n_train_steps, config.t_edit, backbone.alphas_cumprod.shape[0] - 1)
+                         if config.t_edit_max is None or t <= config.t_edit_max]
         if not self.train_ts:
-            raise ValueError(f"t_edit={config.t_edit} leaves no training step on a {config.n_train_steps}-step grid")
+            raise ValueError(f"t_edit={config.t_edit}" + (f", t_edit_max={config.t_edit_max}" if config.t_edit_max is not None else "")
+                             + f" leaves no training step on a {config.n_train_steps}-step grid")
         self.pairs = self._pairs()
         self.direction = direction if direction is not None else self._new_direction()
         if isinstance(self.direction, torch.nn.Module):
@@ -150,7 +164,7 @@ class Trainer:
     def _new_direction(self) -> Direction:
         cfg, bb = self.config, self.backbone
         meta = dict(source_text=cfg.source_text, target_text=cfg.target_text, t_edit=cfg.t_edit,
-                    t_boost=cfg.t_boost, n_train_steps=cfg.n_train_steps)
+                    t_boost=cfg.t_boost, n_train_steps=cfg.n_train_steps, t_edit_max=cfg.t_edit_max)
         torch.manual_seed(cfg.seed)
         if cfg.direction_kind.startswith("implicit-"):
             return ImplicitDirection.for_backbone(bb, cfg.direction_kind.split("-", 1)[1], **meta)
@@ -160,28 +174,34 @@ class Trainer:
 
     # ---- data that is computed once ------------------------------------------------------
     @torch.no_grad()
-    def _unedited_x0s(self, latents: torch.Tensor, clip_x0: bool = False) -> dict[int, torch.Tensor]:
-        """P_t of the unedited DDIM trajectory at every training t (float32), clamped with ``clip_x0``."""
+    def _unedited_walk(self, latents: torch.Tensor, clip_x0: bool = False
+                       ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """P_t of the unedited DDIM trajectory at every training t (float32), clamped with
+        ``clip_x0``; and its x_t at the top training t when that is below the grid's top."""
         ac = self.backbone.alphas_cumprod
         out: dict[int, torch.Tensor] = {}
         x = latents.float()
+        x_top = None
         grid = ddim_grid(self.config.n_train_steps, ac.shape[0] - 1)
         for t, t_next in generation_pairs(grid):
             if t < self.train_ts[0]:
                 break
+            if t == self.train_ts[-1] and t != grid[-1]:
+                x_top = x.clone()
             tt = torch.full((x.shape[0],), float(t), device=x.device)
             eps = self.backbone.eps(x, tt).float()
             out[t] = predict_x0(x, eps, abar_at(ac, t))
             if clip_x0:
                 out[t] = out[t].clamp(-1, 1)
             x = abar_at(ac, t_next).sqrt() * out[t] + direction_term(eps, abar_at(ac, t_next))
-        return out
+        return out, x_top
 
     def data_from_latents(self, latents: torch.Tensor, sources: torch.Tensor) -> TrainingData:
         """Training data for real images already inverted (``sources`` are the images)."""
         dev = self.backbone.device
         latents, sources = latents.to(dev, torch.float32), sources.to(dev, torch.float32)
-        return TrainingData(latents, sources, self._unedited_x0s(latents))
+        x0s, x_top = self._unedited_walk(latents)
+        return TrainingData(latents, sources, x0s, x_top=x_top)
 
     def data_from_noise(self, n: int) -> TrainingData:
         """Training data from x_T ~ N(0, I) (seeded); each source is its own unedited sample.
@@ -197,7 +217,8 @@ class Trainer:
             generate(self.backbone, latents[i : i + self.config.batch_size], self.config.n_train_steps, clip_x0=clip)
             for i in range(0, n, self.config.batch_size)
         ])
-        return TrainingData(latents, sources, self._unedited_x0s(latents, clip), clip)
+        x0s, x_top = self._unedited_walk(latents, clip)
+        return TrainingData(latents, sources, x0s, clip, x_top)
 
     # ---- checkpoints --------------------------------------------------------------------
     def _save_checkpoint(self, path: Path, state: dict[str, Any], opt: torch.optim.Optimizer) -> None:
@@ -269,7 +290,7 @@ class Trainer:
                    disable=not cfg.progress)
         for k in range(done, total):
             sl = batches[k % len(batches)]
-            x = data.latents[sl]
+            x = (data.latents if data.x_top is None else data.x_top)[sl]  # the band's top
             for t, t_next in self.pairs:
                 a, a_next = abar_at(ac, t), abar_at(ac, t_next)
                 tt = torch.full((x.shape[0],), float(t), device=x.device)

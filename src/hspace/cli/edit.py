@@ -57,6 +57,10 @@ def edit_command(
         Optional[int],
         typer.Option("--t-boost", metavar="T", help="Stochastic quality boosting below T_BOOST. Default: from the direction files, else the model's interval preset, else 0 (off).", show_default=False),
     ] = None,
+    t_edit_max: Annotated[
+        Optional[int],
+        typer.Option("--t-edit-max", metavar="T", help="Stop the edit above T (hspace's editing band, beyond the paper: edit where T_EDIT <= t <= T_EDIT_MAX, plain DDIM above). Default: from the direction files, else none (up to the top, the paper's interval).", show_default=False),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help=common.SEED_HELP)] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per network batch.")] = 4,
     bf16: Annotated[bool, typer.Option("--bf16", help=common.BF16_HELP)] = False,
@@ -87,7 +91,7 @@ def edit_command(
         raise common.fail(f"--sweep needs exactly one --direction, got {len(specs)}")
     config = EditConfig(
         n_inv_steps=common.ddim_steps_for(model, inv_steps), n_steps=common.ddim_steps_for(model, steps),
-        t_edit=t_edit, t_boost=t_boost, seed=seed, batch_size=batch_size,
+        t_edit=t_edit, t_boost=t_boost, t_edit_max=t_edit_max, seed=seed, batch_size=batch_size,
         precision="bf16" if bf16 else "fp32", progress=common.progress(),
     )
     paths = common.gather_inputs(input, extra_inputs)
@@ -110,7 +114,9 @@ def edit_command(
     result = editor.edit(latents, pairs)
     edited = common.displayable(result.images, "edited images")
     notice(f"t_edit = {common.fmt_t(result.t_edit, result.interval_source.get('t_edit'))}; "
-           f"t_boost = {common.fmt_t(result.t_boost, result.interval_source.get('t_boost'))}")
+           f"t_boost = {common.fmt_t(result.t_boost, result.interval_source.get('t_boost'))}"
+           + (f"; t_edit_max = {result.t_edit_max} ({result.interval_source.get('t_edit_max')})"
+              if result.t_edit_max is not None else ""))
     written: list[str] = []
     for stem, img in zip(stems, edited):
         written.append(str(save_image(img, safe_path(out_dir / f"{stem}_edited.png", overwrite, protected))))
@@ -151,6 +157,7 @@ def edit_command(
         directions=headers,
         t_edit=result.t_edit,
         t_boost=result.t_boost,
+        t_edit_max=result.t_edit_max,
         interval_source=result.interval_source,
         sweep=sweep_record,
         reconstruct=reconstruct,

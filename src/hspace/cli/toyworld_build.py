@@ -116,6 +116,7 @@ def train_directions_command(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Train only these (repeatable): smiling, glasses, blond, eyes_closed, hat.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the direction files (default: the shipped folder).")] = None,
     t_edit: Annotated[Optional[int], typer.Option("--t-edit", help="Editing interval start for every direction trained (train where t >= T; default: each direction's own, 300 or 500, see TOY_DIRECTIONS; 500 for --method mean-difference).")] = None,
+    t_edit_max: Annotated[Optional[int], typer.Option("--t-edit-max", help="Editing band top for every direction trained (train and edit only where t <= T too; default: each direction's own, see TOY_DIRECTIONS).")] = None,
     n_images: Annotated[int, typer.Option("--n-images", help="Training faces.")] = 20,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training faces.")] = 1,
     lr: Annotated[Optional[float], typer.Option("--lr", help="SGD learning rate for every direction trained (default: each direction's own, 0.125-2; see TOY_DIRECTIONS).")] = None,
@@ -191,6 +192,11 @@ def train_directions_command(
             own.lr = lr
         if t_edit is not None:
             own.t_edit = t_edit
+        if t_edit_max is not None:
+            own.t_edit_max = t_edit_max
+        if own.t_edit_max is not None and own.t_edit_max < own.t_edit:
+            raise fail(f"{name}: editing band top {own.t_edit_max} is below its t_edit {own.t_edit}; "
+                       "pass --t-edit-max >= --t-edit")
         t1 = time.perf_counter()
         # one checkpoint per (texts, recipe, model and CLIP weights): a changed recipe or a
         # retrained model starts afresh instead of resuming what was trained for the other
@@ -203,7 +209,7 @@ def train_directions_command(
             f.unlink(missing_ok=True)  # the direction file now holds the result
         trained[name] = {"file": str(path), "seconds": round(time.perf_counter() - t1, 1), "steps": res.steps,
                          "final_loss": res.losses[-1] if res.losses else None, "source": spec.source, "target": spec.target,
-                         "lr": own.lr, "t_edit": own.t_edit}
+                         "lr": own.lr, "t_edit": own.t_edit, "t_edit_max": own.t_edit_max, "edit_t_max": own.edit_t_max}
         notice(f"{name}: {spec.source!r} -> {spec.target!r} trained in {trained[name]['seconds']:.0f} s -> {path}")
     _judge_and_record(folder, names, trained, recipe, eval_n, backbone, probe, time.perf_counter() - t0,
                       model=model, clip=clip, probe=probe_name, method=method, invert_seconds=round(invert_s, 1))

@@ -100,6 +100,7 @@ def train_command(
     ] = "implicit-ddpm",
     t_edit: Annotated[Optional[int], typer.Option("--t-edit", metavar="T", help="Train (and later edit) where t >= T_EDIT, 0..999. Default: see above.", show_default=False)] = None,
     t_boost: Annotated[Optional[int], typer.Option("--t-boost", metavar="T", help="Quality-boosting start recorded in the file for editing. Default: from --preset or the cached curves, else none.", show_default=False)] = None,
+    t_edit_max: Annotated[Optional[int], typer.Option("--t-edit-max", metavar="T", help="Train (and later edit) only where t <= T too: hspace's editing band, beyond the paper, whose interval always reaches the top. Recorded in the file. Default: none.", show_default=False)] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", metavar="NAME", help="Take the interval from the paper's tables: celeba, church, bedroom, afhq, metface.", show_default=False)] = None,
     steps: Annotated[int, typer.Option("--steps", metavar="N", help="DDIM grid size of the training trajectory (the paper uses 40).")] = 40,
     inv_steps: Annotated[int, typer.Option("--inv-steps", metavar="N", help=common.INV_STEPS_HELP + " Only with --input.")] = 40,
@@ -142,10 +143,12 @@ def train_command(
     t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset)
     if note:
         notice(f"note: {note}")
-    notice(f"t_edit = {t_edit} ({t_source}); t_boost = {t_boost}")
+    notice(f"t_edit = {t_edit} ({t_source}); t_boost = {t_boost}" + (f"; t_edit_max = {t_edit_max}" if t_edit_max is not None else ""))
+    if t_edit_max is not None and not t_edit <= t_edit_max <= 999:
+        raise common.fail(f"--t-edit-max {t_edit_max} must lie in t_edit..999 ({t_edit}..999)")
 
     config = TrainConfig(
-        t_edit=t_edit, t_boost=t_boost, n_train_steps=steps, n_inv_steps=inv_steps, direction_kind=kind, lr=lr,
+        t_edit=t_edit, t_boost=t_boost, t_edit_max=t_edit_max, n_train_steps=steps, n_inv_steps=inv_steps, direction_kind=kind, lr=lr,
         epochs=epochs, batch_size=batch_size, precision="bf16" if bf16 else "fp32", seed=seed,
         source_text=source, target_text=target, progress=common.progress(),
     )

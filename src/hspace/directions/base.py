@@ -38,6 +38,7 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
     "source_text": (str, type(None)),
     "target_text": (str, type(None)),
     "t_edit": (int, type(None)),
+    "t_edit_max": (int, type(None)),
     "t_boost": (int, type(None)),
     "n_train_steps": (int, type(None)),
     "schedule": (dict, type(None)),
@@ -61,6 +62,9 @@ class DirectionMeta:
         target_text: the text describing the target attribute (e.g. ``"smiling face"``), if any.
         t_edit: start of the editing interval on the 0..T-1 scale; the edit applies for
             ``t >= t_edit``. None lets the editor decide.
+        t_edit_max: top of the editing interval, where it stops short of the grid's top: the
+            edit applies for ``t_edit <= t <= t_edit_max`` (hspace's *editing band*, beyond the
+            paper, whose interval always reaches T). None: the paper's interval, up to T.
         t_boost: start of the quality-boosting phase (``t < t_boost``), or None.
         n_train_steps: the number of DDIM steps of the grid the direction was trained on. The
             editor multiplies the strength by ``n_train_steps / n_test_steps``
@@ -79,6 +83,7 @@ class DirectionMeta:
     t_edit: int | None = None
     t_boost: int | None = None
     n_train_steps: int | None = None
+    t_edit_max: int | None = None
     schedule: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -99,10 +104,12 @@ class DirectionMeta:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"DirectionMeta.{name} must be positive or None, got {value}")
-        for name in ("t_edit", "t_boost"):
+        for name in ("t_edit", "t_boost", "t_edit_max"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"DirectionMeta.{name} must be a timestep >= 0 or None, got {value}")
+        if self.t_edit_max is not None and self.t_edit is not None and self.t_edit_max < self.t_edit:
+            raise ValueError(f"DirectionMeta.t_edit_max ({self.t_edit_max}) is below t_edit ({self.t_edit})")
 
     def replace(self, **changes: Any) -> "DirectionMeta":
         """A copy with some fields changed (the dataclass is frozen)."""

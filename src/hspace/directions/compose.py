@@ -81,6 +81,8 @@ def _combined_meta(members: Sequence[tuple[Direction, float]], kind: str) -> Dir
         target_text=texts_tgt.pop() if len(texts_tgt) == 1 else None,
         t_edit=_smallest([m.t_edit for m in metas]),
         t_boost=_smallest([m.t_boost for m in metas]),
+        # the widest band: open to the top when any member is
+        t_edit_max=None if any(m.t_edit_max is None for m in metas) else max(m.t_edit_max for m in metas),
         n_train_steps=n_train.pop() if len(n_train) == 1 else None,
         schedule=schedules[0] if schedules and all(s == schedules[0] for s in schedules) else None,
         extra={
