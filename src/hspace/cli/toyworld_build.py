@@ -18,8 +18,9 @@ TRAIN_DIRECTIONS_HELP = """Train the shipped toy-world directions from text with
 
 The committed recipe (docs/toyworld.md): the paper's implicit f_t, CLIP directional + L1 loss, 20 faces of
 training seed 2 (never used for evaluation), 40 DDIM steps, SGD with each direction's own rate and editing interval
-(ToyDirection.lr and .t_edit: lr 0.5 / 0.125 / 2 / 0.25 / 2 and t_edit 300 / 300 / 300 / 300 / 500 for smiling,
-glasses, blond, eyes closed and hat), one epoch, bf16
+(ToyDirection.lr and .t_edit: lr 0.75 / 0.125 / 2 / 0.25 / 2 and t_edit 300 / 300 / 300 / 300 / 500 for smiling,
+glasses, blond, eyes closed and hat; smiling's file asks to be edited only where t <= 700, ToyDirection.edit_t_max),
+one epoch, bf16
 autocast in the training steps. Needs the trained toy-faces model and toy CLIP. Each direction is checkpointed
 after every image (rerun the same command to resume) and written to OUT/<name>.safetensors; OUT/eval.json
 holds the recipe, the training time and, per direction, the target success and the preservation of every other
