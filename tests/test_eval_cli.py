@@ -163,3 +163,24 @@ def test_real_folder_and_missing_inception_weights(toy_folders, tmp_path):
     assert probe["edited_vs_real"]["n_b"] == 3 and probe["edited_vs_real"]["kid_subset_size"] == 3
     assert str(missing) in data["realism"]["extractors"]["inception"]["reason"]
     assert data["summary"]["toy_target"] == "glasses = True"
+
+
+def test_run_folder_evaluates_from_another_working_folder(tmp_path, monkeypatch):
+    # run.json records the inputs by absolute path: an edit made with relative paths is evaluated from anywhere
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(imgs / "a.png")
+    bb = load_backbone("tiny-random")
+    d = save_direction(GlobalDirection.for_backbone(bb, 0.1 * torch.ones(bb.h_shape), t_edit=500,
+                                                    source_text="face", target_text="smiling face"),
+                       tmp_path / "smile.safetensors")
+    monkeypatch.chdir(tmp_path)
+    r = run("edit", "-m", "tiny-random", "-i", "imgs", "-d", "smile.safetensors", "-o", "out", "--steps", "2",
+            "--inv-steps", "2")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["inputs"] == [str(imgs / "a.png")]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    r = run("eval", tmp_path / "out", "--clip", "tiny-random-clip", "--kid-subsets", "2", "--distance", "fallback")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["inputs"]["n_pairs"] == 1
