@@ -491,3 +491,15 @@ def test_refine_reading_recovers_a_shifted_pose_and_smile():
     assert abs(got["dx"] - f["dx"]) < 0.003 and abs(got["tilt"] - f["tilt"]) < 0.5
     assert {k: v for k, v in got.items() if k not in ("dx", "dy", "scale", "tilt", "smile")} == {
         k: v for k, v in f.items() if k not in ("dx", "dy", "scale", "tilt", "smile")}
+
+
+def test_train_directions_refuses_an_empty_band_before_any_work(tmp_path):
+    # smiling's file asks for the band t <= 700 (edit_t_max): a t_edit above it would edit nothing
+    out = tmp_path / "dirs"
+    res = CliRunner().invoke(app, ["toyworld", "train-directions", "--only", "smiling", "--t-edit", "800",
+                                   "--out", str(out)])
+    assert res.exit_code == 2 and "smiling" in res.output and "below its t_edit 800" in res.output
+    res = CliRunner().invoke(app, ["toyworld", "train-directions", "--only", "glasses", "--t-edit-max", "200",
+                                   "--out", str(out)])
+    assert res.exit_code == 2 and "band top 200" in res.output
+    assert not out.exists()  # refused before loading or writing anything

@@ -3,6 +3,7 @@ the built-in world's quality bars (registered on the ``toyworld`` sub-app)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -155,11 +156,19 @@ def train_directions_command(
     existing = [folder / f"{n}.safetensors" for n in names if (folder / f"{n}.safetensors").exists()]
     if existing and not overwrite:
         raise fail(f"{existing[0]} exists; pass --overwrite to replace it (or --out another folder)")
-    torch.set_num_threads(threads)
-    backbone, probe, encoder = _load_world(need_clip=method == "clip", model=model, clip=clip, probe=probe_name)
     recipe = DirectionRecipe(n_images=n_images, epochs=epochs)
     if t_edit is not None:
         recipe.t_edit = t_edit
+    # each direction's own rate and interval, unless an option sets one for all; checked before any work
+    given = {k: v for k, v in (("lr", lr), ("t_edit", t_edit), ("t_edit_max", t_edit_max)) if v is not None}
+    owns = {name: dataclasses.replace(recipe_for(TOY_DIRECTIONS[name], recipe), **given) for name in names}
+    for name, own in owns.items():
+        for top in (own.t_edit_max, own.edit_t_max):
+            if top is not None and top < own.t_edit:
+                raise fail(f"{name}: its editing band top {top} is below its t_edit {own.t_edit}; "
+                           "lower --t-edit, or raise --t-edit-max")
+    torch.set_num_threads(threads)
+    backbone, probe, encoder = _load_world(need_clip=method == "clip", model=model, clip=clip, probe=probe_name)
     folder.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
@@ -188,16 +197,7 @@ def train_directions_command(
     trained: dict[str, Any] = {}
     for name in names:
         spec = TOY_DIRECTIONS[name]
-        own = recipe_for(spec, recipe)  # the direction's own rate and interval, unless given for all
-        if lr is not None:
-            own.lr = lr
-        if t_edit is not None:
-            own.t_edit = t_edit
-        if t_edit_max is not None:
-            own.t_edit_max = t_edit_max
-        if own.t_edit_max is not None and own.t_edit_max < own.t_edit:
-            raise fail(f"{name}: editing band top {own.t_edit_max} is below its t_edit {own.t_edit}; "
-                       "pass --t-edit-max >= --t-edit")
+        own = owns[name]
         t1 = time.perf_counter()
         # one checkpoint per (texts, recipe, model and CLIP weights): a changed recipe or a
         # retrained model starts afresh instead of resuming what was trained for the other
