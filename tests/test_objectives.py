@@ -17,6 +17,7 @@ from hspace.encoders import ImageTextEncoder, build_tiny_clip
 from hspace.objectives import (
     DEFAULT_TEMPLATES,
     CLIPDirectionalLoss,
+    CLIPOffAxisPenalty,
     ClassifierObjective,
     L1Preservation,
     Objective,
@@ -214,6 +215,46 @@ def test_make_clip_objective_is_the_papers_sum():
     assert float(out.loss) == pytest.approx(float(expected), rel=1e-6)
     assert set(out.terms) == {"clip", "clip.w", "clip.cos", "l1", "l1.w"}
     assert all(not t.requires_grad for t in out.terms.values())
+
+
+def test_off_axis_penalty_known_values():
+    # d_txt = e1 (raw embeddings); each image's change is measured against its own P_src
+    off = CLIPOffAxisPenalty(exact_loss(stub()))
+    p_src = images((0.1, 0.0, 0.0), (0.4, 0.0, 0.0))
+    p_edit = images((0.1, 0.3, 0.4), (0.5, -0.2, 0.0)).requires_grad_(True)
+    out = off(p_edit, p_src, off.prepare(p_src))
+    # deltas (0, 0.3, 0.4) and (0.1, -0.2, 0): off-axis parts (0, 0, 0.4) and (0.1, 0, 0)
+    assert float(out.loss.detach()) == pytest.approx((0.16 + 0.01) / 2, rel=1e-6)
+    assert float(out.terms["on"]) == pytest.approx((0.3 - 0.2) / 2, rel=1e-6)
+    assert float(out.terms["off"]) == pytest.approx((0.4 + 0.1) / 2, rel=1e-6)
+    out.loss.backward()
+    assert p_edit.grad.abs().sum() > 0
+
+
+def test_off_axis_penalty_is_zero_along_the_text_direction_and_grows_off_it():
+    off = CLIPOffAxisPenalty(exact_loss(stub()))
+    p_src = images((0.2, 0.1, 0.0))
+    along = off(images((0.2, 0.9, 0.0)), p_src, None)
+    assert float(along.loss) == pytest.approx(0.0, abs=1e-12)
+    small, large = (float(off(images((0.2, 0.9, z)), p_src, None).loss) for z in (0.1, 0.3))
+    assert 0 < small < large
+
+
+def test_make_clip_objective_adds_the_off_axis_penalty_only_when_asked():
+    enc = stub()
+    plain = make_clip_objective(enc, SRC, TGT)
+    assert [type(o) for o in plain.objectives] == [CLIPDirectionalLoss, L1Preservation]
+    obj = make_clip_objective(enc, SRC, TGT, w_off=2.0)
+    clip, _, off = obj.objectives
+    assert isinstance(off, CLIPOffAxisPenalty) and off.directional is clip and obj.weights[2] == 2.0
+    src = images((0.0, 0.0, 0.0))
+    p_src, p_edit = images((0.1, 0.0, 0.0)), images((0.0, 0.3, 0.1))
+    out = obj(p_edit, p_src, obj.prepare(src))
+    expected = plain(p_edit, p_src, plain.prepare(src)).loss + 2.0 * off(p_edit, p_src, None).loss
+    assert float(out.loss) == pytest.approx(float(expected), rel=1e-6)
+    assert {"clip_off", "clip_off.off", "clip_off.on"} <= set(out.terms)
+    with pytest.raises(ValueError, match="w_off"):
+        make_clip_objective(enc, SRC, TGT, w_off=-1.0)
 
 
 def test_make_clip_objective_with_tiny_clip_backpropagates():

@@ -151,3 +151,43 @@ def test_cli_train_picks_the_preset(tmp_path, monkeypatch):
     d = load_direction(out, backbone=bb)
     assert d.meta.t_edit == want.t_edit
     assert d.meta.extra["t_edit_source"].startswith(f"preset:celeba for {CELEBA_ID}")
+
+
+def test_toy_faces_has_training_defaults_and_others_do_not():
+    from hspace.presets import train_defaults_for
+    from hspace.toyworld.directions import TOY_FACES_TRAIN_DEFAULTS
+
+    assert train_defaults_for("toy-faces") is TOY_FACES_TRAIN_DEFAULTS
+    assert train_defaults_for(" Toy-Faces/ ") is TOY_FACES_TRAIN_DEFAULTS
+    for other in (CELEBA_ID, "tiny-random", "/some/folder", None):
+        assert train_defaults_for(other) is None
+    # a paper preset (a known model) would come first; toy-faces has none
+    assert preset_for_backbone("toy-faces") is None
+
+
+def _train_toy(tmp_path, monkeypatch, *extra: str):
+    from hspace.cli import common
+    from hspace.cli.main import app
+
+    bb = backbone_with_id("toy-faces")
+    monkeypatch.setattr(common, "load_model", lambda model: bb)
+    out = tmp_path / f"d{len(list(tmp_path.iterdir()))}.safetensors"
+    result = CliRunner().invoke(app, ["train", "-m", "toy-faces", "--source", "face", "--target", "smiling face",
+                                      "--noise", "1", "--clip", "tiny-random-clip", "--steps", "4", "-o", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output, load_direction(out, backbone=bb)
+
+
+def test_cli_train_uses_the_models_training_defaults_where_none_are_given(tmp_path, monkeypatch):
+    from hspace.toyworld.directions import TOY_FACES_TRAIN_DEFAULTS as own
+
+    output, d = _train_toy(tmp_path, monkeypatch)
+    assert "toy-faces training defaults" in output
+    assert d.meta.t_edit == own.t_edit and d.meta.t_edit_max == own.t_edit_max
+    assert d.meta.extra["training"]["lr"] == own.lr
+    assert d.meta.extra["weights"]["off"] == own.w_off
+    # what the user gives wins, and the model's band is not put over another t_edit
+    output, d = _train_toy(tmp_path, monkeypatch, "--lr", "0.03", "--w-off", "0", "--t-edit", "900")
+    assert d.meta.t_edit == 900 and d.meta.t_edit_max is None
+    assert d.meta.extra["training"]["lr"] == 0.03 and d.meta.extra["weights"]["off"] == 0.0
+    assert "training defaults" not in output

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
 from hspace.cli.main import app
-from hspace.directions import GlobalDirection
+from hspace.directions import GlobalDirection, load_direction
 from hspace.editor import EditConfig, Editor
 from hspace.toyworld.directions import (TOY_DIRECTIONS, DirectionRecipe, ToyDirection, face_images, mean_colour_change, recipe_for,
                                        target_twin)
@@ -289,6 +289,9 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     assert (dirs / "glasses.safetensors").is_file()
     entry = json.loads((dirs / "eval.json").read_text())["directions"]["glasses"]
     assert entry["trained"]["lr"] == TOY_DIRECTIONS["glasses"].lr != DirectionRecipe().lr  # its own rate
+    # the objective's weights are recorded in the file as `hspace train` records them (no off-axis penalty here)
+    assert entry["trained"]["w_off"] == 0.0
+    assert load_direction(dirs / "glasses.safetensors").meta.extra["weights"] == {"clip": 1.0, "l1": 3.0, "off": 0.0}
     assert entry["run"]["model"] == str(model) and entry["run"]["clip"] == str(clip)
     # judged on the candidate with the new file (numbers meaningless on a random model)
     kept = set(entry["eval"]["preservation"])
@@ -296,13 +299,13 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     # an explicit --lr is every direction's; without one, a direction with no rate of its own takes the recipe's
     res = CliRunner().invoke(app, ["toyworld", "train-directions", "--model", str(model), "--out", str(dirs),
                                    "--only", "glasses", "--only", "blond", "--only", "smiling", "--n-images", "1",
-                                   "--eval-n", "0", "--clip", str(clip), "--lr", "0.3", "--overwrite"])
+                                   "--eval-n", "0", "--clip", str(clip), "--lr", "0.3", "--w-off", "2", "--overwrite"])
     assert res.exit_code == 0, res.output
     entries = json.loads((dirs / "eval.json").read_text())["directions"]
     assert entries["glasses"]["trained"]["lr"] == entries["blond"]["trained"]["lr"] == 0.3
+    assert entries["glasses"]["trained"]["w_off"] == entries["smiling"]["trained"]["w_off"] == 2.0
+    assert load_direction(dirs / "blond.safetensors").meta.extra["weights"]["off"] == 2.0
     # smiling is trained to the top and its file asks for the editing band (ToyDirection.edit_t_max)
-    from hspace.directions import load_direction
-
     meta = load_direction(dirs / "smiling.safetensors").meta
     assert (meta.t_edit, meta.t_edit_max) == (TOY_DIRECTIONS["smiling"].t_edit, TOY_DIRECTIONS["smiling"].edit_t_max) == (300, 700)
     assert meta.extra["training"]["train_timesteps"][-1] == 999  # trained to the top
@@ -315,6 +318,8 @@ def test_check_judges_a_candidate_model_and_directions_folder(tmp_path):
     assert (own.lr, own.t_edit) == (TOY_DIRECTIONS["blond"].lr, TOY_DIRECTIONS["blond"].t_edit) != (0.5, 500)
     hat = recipe_for(TOY_DIRECTIONS["hat"], DirectionRecipe())
     assert TOY_DIRECTIONS["hat"].t_edit is None and hat.t_edit == DirectionRecipe().t_edit and hat.lr == 2.0
+    assert hat.w_off == DirectionRecipe().w_off == 0.0
+    assert recipe_for(ToyDirection("x", "a face", "a face with a hat", "hat", w_off=2.0), DirectionRecipe()).w_off == 2.0
 
 
 needs_toy_faces = pytest.mark.skipif(
@@ -502,4 +507,7 @@ def test_train_directions_refuses_an_empty_band_before_any_work(tmp_path):
     res = CliRunner().invoke(app, ["toyworld", "train-directions", "--only", "glasses", "--t-edit-max", "200",
                                    "--out", str(out)])
     assert res.exit_code == 2 and "band top 200" in res.output
+    res = CliRunner().invoke(app, ["toyworld", "train-directions", "--only", "glasses", "--w-off", "-1",
+                                   "--out", str(out)])
+    assert res.exit_code == 2 and "--w-off must be >= 0" in res.output
     assert not out.exists()  # refused before loading or writing anything

@@ -1,4 +1,6 @@
-"""Which of the paper's interval presets belongs to a known model (DESIGN.md 1.6, section 4).
+"""Which of the paper's interval presets belongs to a known model (DESIGN.md 1.6, section 4), and
+the training defaults of a model that has its own (:func:`train_defaults_for`: the built-in
+``toy-faces``, measured on it, not from the paper).
 
 The paper measured its editing-strength and quality-deficiency curves (the official LPIPS
 tables in :mod:`hspace.interval`) for five datasets. A model trained on one of them gets
@@ -24,7 +26,10 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["HUB_PRESETS", "NO_PRESET_REASONS", "known_presets", "preset_for_backbone", "preset_source", "no_preset_reason"]
+from dataclasses import dataclass
+
+__all__ = ["HUB_PRESETS", "NO_PRESET_REASONS", "TrainDefaults", "known_presets", "preset_for_backbone", "preset_source", "no_preset_reason",
+           "train_defaults_for"]
 
 #: diffusers hub ids and their interval preset (None: known model, no table in the paper).
 HUB_PRESETS: dict[str, str | None] = {
@@ -94,3 +99,33 @@ def no_preset_reason(backbone_id: str | None) -> str | None:
 def preset_source(preset: str, backbone_id: str) -> str:
     """The provenance string recorded for an automatic choice: ``"preset:celeba for <id>"``."""
     return f"preset:{preset} for {backbone_id}"
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """A model's own defaults for ``hspace train``, used where the user gives no value.
+
+    Measured for the model (not from the paper): see where each entry is defined.
+
+    Attributes:
+        t_edit: editing interval start.
+        lr: SGD learning rate.
+        w_off: weight of the off-axis CLIP penalty (:class:`hspace.objectives.CLIPOffAxisPenalty`).
+        t_edit_max: editing band top (None: the paper's interval, up to the top).
+        why: one line on where the values come from, printed with them.
+    """
+
+    t_edit: int
+    lr: float
+    w_off: float = 0.0
+    t_edit_max: int | None = None
+    why: str = ""
+
+
+def train_defaults_for(backbone_id: str | None) -> TrainDefaults | None:
+    """``hspace train``'s defaults for a model with its own (the built-in ``toy-faces``), else None."""
+    if backbone_id and _key(backbone_id) == "toy-faces":
+        from .toyworld.directions import TOY_FACES_TRAIN_DEFAULTS
+
+        return TOY_FACES_TRAIN_DEFAULTS
+    return None

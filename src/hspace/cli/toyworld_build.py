@@ -122,6 +122,7 @@ def train_directions_command(
     n_images: Annotated[int, typer.Option("--n-images", help="Training faces.")] = 20,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training faces.")] = 1,
     lr: Annotated[Optional[float], typer.Option("--lr", help="SGD learning rate for every direction trained (default: each direction's own, 0.125-2; see TOY_DIRECTIONS).")] = None,
+    w_off: Annotated[Optional[float], typer.Option("--w-off", help="Off-axis CLIP penalty weight for every direction trained (0: the paper's objective; default: each direction's own, see TOY_DIRECTIONS).")] = None,
     eval_n: Annotated[int, typer.Option("--eval-n", help="Held-out faces to judge each direction on (0: skip).")] = 100,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
@@ -160,7 +161,9 @@ def train_directions_command(
     if t_edit is not None:
         recipe.t_edit = t_edit
     # each direction's own rate and interval, unless an option sets one for all; checked before any work
-    given = {k: v for k, v in (("lr", lr), ("t_edit", t_edit), ("t_edit_max", t_edit_max)) if v is not None}
+    if w_off is not None and w_off < 0:
+        raise fail(f"--w-off must be >= 0, got {w_off}")
+    given = {k: v for k, v in (("lr", lr), ("t_edit", t_edit), ("t_edit_max", t_edit_max), ("w_off", w_off)) if v is not None}
     owns = {name: dataclasses.replace(recipe_for(TOY_DIRECTIONS[name], recipe), **given) for name in names}
     for name, own in owns.items():
         for top in (own.t_edit_max, own.edit_t_max):
@@ -210,7 +213,8 @@ def train_directions_command(
             f.unlink(missing_ok=True)  # the direction file now holds the result
         trained[name] = {"file": str(path), "seconds": round(time.perf_counter() - t1, 1), "steps": res.steps,
                          "final_loss": res.losses[-1] if res.losses else None, "source": spec.source, "target": spec.target,
-                         "lr": own.lr, "t_edit": own.t_edit, "t_edit_max": own.t_edit_max, "edit_t_max": own.edit_t_max}
+                         "lr": own.lr, "t_edit": own.t_edit, "t_edit_max": own.t_edit_max, "edit_t_max": own.edit_t_max,
+                         "w_off": own.w_off}
         notice(f"{name}: {spec.source!r} -> {spec.target!r} trained in {trained[name]['seconds']:.0f} s -> {path}")
     _judge_and_record(folder, names, trained, recipe, eval_n, backbone, probe, time.perf_counter() - t0,
                       model=model, clip=clip, probe=probe_name, method=method, invert_seconds=round(invert_s, 1))

@@ -15,8 +15,10 @@ HELP = """Train a direction from text (the paper's CLIP directional loss + L1 pr
 Train on real images (--input: they are DDIM-inverted first, and the inversion is cached) or on
 the model's own samples from seeded noise (--noise N). The editing interval: --t-edit if given;
 else --preset NAME (the paper's tables); else the model's own preset when it is a known model
-(google/ddpm-ema-celebahq-256 -> celeba, church, bedroom; named checkpoints); else cached curves of
-this model from `hspace interval` (presets and curves read at cos_txt of the texts); else 500. The choice and its reason are printed.
+(google/ddpm-ema-celebahq-256 -> celeba, church, bedroom; named checkpoints); else the model's own
+training defaults (the built-in toy-faces has them, for --lr, --w-off and --t-edit-max too); else
+cached curves of this model from `hspace interval` (presets and curves read at cos_txt of the
+texts); else 500. The choices and their reasons are printed.
 
 A checkpoint is written after every batch; rerunning the same command resumes from it (--no-resume
 makes an existing checkpoint an error). It is deleted once the direction file is written.
@@ -45,17 +47,21 @@ def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None =
 
     Order: ``t_edit`` given; else ``preset``; else the model's own preset when it is a known
     model (:func:`hspace.presets.preset_for_backbone`, e.g. ``google/ddpm-ema-celebahq-256`` ->
-    celeba); else cached curves of this model from ``hspace interval``; else 500. Presets and
-    curves are read at the texts' ``cos`` (cos_txt). Returns ``(t_edit, t_boost, source, note)``.
+    celeba); else the model's training defaults (:func:`hspace.presets.train_defaults_for`); else
+    cached curves of this model from ``hspace interval``; else 500. Presets and curves are read at
+    the texts' ``cos`` (cos_txt). Returns ``(t_edit, t_boost, source, note)``.
     """
     from ..interval import choose_interval, resolve_preset
-    from ..presets import no_preset_reason, preset_for_backbone, preset_source
+    from ..presets import no_preset_reason, preset_for_backbone, preset_source, train_defaults_for
     from .interval import cached_curves
 
     if t_edit is not None:
         return t_edit, t_boost, "--t-edit", ""
     choice, label = None, None
     auto = preset_for_backbone(backbone.backbone_id)
+    own = train_defaults_for(backbone.backbone_id)
+    if preset is None and auto is None and own is not None:
+        return own.t_edit, t_boost, f"{backbone.backbone_id} training defaults", ""
     if preset is not None:
         choice = choose_interval(resolve_preset(preset), cos_txt=cos)
         label = choice.source
@@ -76,6 +82,31 @@ def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None =
     if t_boost is None:
         t_boost = min(choice.t_boost, choice.t_edit)
     return choice.t_edit, t_boost, f"{label}, cos_txt {cos:.3f}", choice.note
+
+
+def _model_defaults(backbone, lr: float | None, w_off: float | None, t_edit_max: int | None,
+                    own_t_edit: bool) -> tuple[float, float, int | None]:
+    """``lr``, ``w_off`` and ``t_edit_max`` with the model's training defaults where the user gave
+    none (:func:`hspace.presets.train_defaults_for`), else 0.5, 0 and no band; says which it used.
+    The model's band top is only taken with the model's own t_edit (``own_t_edit``): it was
+    measured with it, and could lie below another."""
+    from ..presets import train_defaults_for
+
+    own = train_defaults_for(backbone.backbone_id)
+    used = []
+    if own is not None:
+        if lr is None:
+            lr = own.lr
+            used.append(f"lr {own.lr:g}")
+        if w_off is None:
+            w_off = own.w_off
+            used.append(f"w_off {own.w_off:g}")
+        if t_edit_max is None and own_t_edit and own.t_edit_max is not None:
+            t_edit_max = own.t_edit_max
+            used.append(f"t_edit_max {own.t_edit_max}")
+        if used:
+            notice(f"{', '.join(used)} ({backbone.backbone_id} training defaults{': ' + own.why if own.why else ''})")
+    return (0.5 if lr is None else lr), (0.0 if w_off is None else w_off), t_edit_max
 
 
 @handle_errors
@@ -100,15 +131,18 @@ def train_command(
     ] = "implicit-ddpm",
     t_edit: Annotated[Optional[int], typer.Option("--t-edit", metavar="T", help="Train (and later edit) where t >= T_EDIT, 0..999. Default: see above.", show_default=False)] = None,
     t_boost: Annotated[Optional[int], typer.Option("--t-boost", metavar="T", help="Quality-boosting start recorded in the file for editing. Default: from --preset or the cached curves, else none.", show_default=False)] = None,
-    t_edit_max: Annotated[Optional[int], typer.Option("--t-edit-max", metavar="T", help="Train (and later edit) only where t <= T too: hspace's editing band, beyond the paper, whose interval always reaches the top. Recorded in the file. Default: none.", show_default=False)] = None,
+    t_edit_max: Annotated[Optional[int], typer.Option("--t-edit-max", metavar="T", help="Train (and later edit) only where t <= T too: hspace's editing band, beyond the paper, whose interval always reaches the top. Recorded in the file. Default: the model's training default (with the model's t_edit only), else none.", show_default=False)] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", metavar="NAME", help="Take the interval from the paper's tables: celeba, church, bedroom, afhq, metface.", show_default=False)] = None,
     steps: Annotated[int, typer.Option("--steps", metavar="N", help="DDIM grid size of the training trajectory (the paper uses 40).")] = 40,
     inv_steps: Annotated[int, typer.Option("--inv-steps", metavar="N", help=common.INV_STEPS_HELP + " Only with --input.")] = 40,
-    lr: Annotated[float, typer.Option("--lr", metavar="LR", help="SGD learning rate (no momentum).")] = 0.5,
+    lr: Annotated[Optional[float], typer.Option("--lr", metavar="LR", help="SGD learning rate (no momentum). Default: the model's training default, else 0.5.", show_default=False)] = None,
     epochs: Annotated[int, typer.Option("--epochs", metavar="N", help="Passes over the training images.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per optimiser step.")] = 1,
     w_clip: Annotated[float, typer.Option("--w-clip", metavar="W", help="Weight of the directional CLIP loss.")] = 1.0,
     w_l1: Annotated[float, typer.Option("--w-l1", metavar="W", help="Weight of the L1 preservation loss (multiplied by cos_txt).")] = 3.0,
+    w_off: Annotated[Optional[float], typer.Option("--w-off", metavar="W", help="Weight of the off-axis CLIP penalty (beyond the paper): the squared change of the image's "
+                                         "CLIP embedding away from the text direction, against the unedited step's prediction. 0 turns it off (the paper's objective). "
+                                                    "Default: the model's training default, else 0.", show_default=False)] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help=common.BF16_HELP)] = False,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Initialisation and noise seed.")] = 0,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", metavar="FILE", help="Checkpoint file. Default: <output stem>.ckpt.safetensors next to --output.", show_default=False)] = None,
@@ -140,9 +174,11 @@ def train_command(
     clip = common.clip_for_model(clip, model)
     encoder = load_encoder(clip)
     cos = text_similarity(clip, source, target, encoder=encoder)
+    t_edit_given = t_edit is not None
     t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset)
     if note:
         notice(f"note: {note}")
+    lr, w_off, t_edit_max = _model_defaults(backbone, lr, w_off, t_edit_max, own_t_edit=not t_edit_given and preset is None)
     notice(f"t_edit = {t_edit} ({t_source}); t_boost = {t_boost}" + (f"; t_edit_max = {t_edit_max}" if t_edit_max is not None else ""))
     if t_edit_max is not None and not t_edit <= t_edit_max <= 999:
         raise common.fail(f"--t-edit-max {t_edit_max} must lie in t_edit..999 ({t_edit}..999)")
@@ -152,7 +188,9 @@ def train_command(
         epochs=epochs, batch_size=batch_size, precision="bf16" if bf16 else "fp32", seed=seed,
         source_text=source, target_text=target, progress=common.progress(),
     )
-    objective = make_clip_objective(encoder, source, target, w_clip=w_clip, w_l1=w_l1)
+    if w_off < 0:
+        raise common.fail(f"--w-off must be >= 0, got {w_off}")
+    objective = make_clip_objective(encoder, source, target, w_clip=w_clip, w_l1=w_l1, w_off=w_off)
     trainer = Trainer(backbone, objective, config)
     loaded = None
     if paths:
@@ -168,7 +206,7 @@ def train_command(
         notice(f"resumed from {ckpt} at step {result.resumed_from_step}")
     d = result.direction
     d.meta = d.meta.replace(extra={**d.meta.extra, "t_edit_source": t_source, "clip": clip, "cos_txt": cos,
-                                    "weights": {"clip": w_clip, "l1": w_l1}})
+                                    "weights": {"clip": w_clip, "l1": w_l1, "off": w_off}})
     save_direction(d, output, overwrite=overwrite)
     if not keep_checkpoint and ckpt.exists():
         ckpt.unlink()

@@ -8,12 +8,13 @@ with :class:`WeightedSum`; :func:`make_clip_objective` builds the paper's
 
 from hspace.objectives.base import Objective, ObjectiveOutput, WeightedSum, select_state
 from hspace.objectives.classifier import ClassifierObjective
-from hspace.objectives.clip import DEFAULT_TEMPLATES, CLIPDirectionalLoss, make_clip_objective, text_cosine
+from hspace.objectives.clip import DEFAULT_TEMPLATES, CLIPDirectionalLoss, CLIPOffAxisPenalty, make_clip_objective, text_cosine
 from hspace.objectives.l1 import L1Preservation
 
 __all__ = [
     "DEFAULT_TEMPLATES",
     "CLIPDirectionalLoss",
+    "CLIPOffAxisPenalty",
     "ClassifierObjective",
     "L1Preservation",
     "Objective",

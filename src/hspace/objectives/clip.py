@@ -22,7 +22,7 @@ from hspace.encoders import ImageTextEncoder
 from hspace.objectives.base import ObjectiveOutput, WeightedSum
 from hspace.objectives.l1 import L1Preservation
 
-__all__ = ["DEFAULT_TEMPLATES", "CLIPDirectionalLoss", "make_clip_objective", "text_cosine"]
+__all__ = ["DEFAULT_TEMPLATES", "CLIPDirectionalLoss", "CLIPOffAxisPenalty", "make_clip_objective", "text_cosine"]
 
 # Our own short list of prompt templates; "{}" is replaced by the source or target text.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -147,6 +147,52 @@ class CLIPDirectionalLoss:
         )
 
 
+class CLIPOffAxisPenalty:
+    """Penalise what the edit changes in CLIP space *off* the text direction (beyond the paper).
+
+    At each step, with ``P_src`` the same step's prediction on the unedited trajectory:
+
+        delta = E_img(P_edit) - E_img(P_src)          (unit-normalised embeddings)
+        loss  = mean_batch |delta - (delta . d_txt) d_txt|^2
+
+    The directional loss only scores the *angle* of the image change, so a large move along
+    ``d_txt`` excuses any side effect of a fixed size; this term gives side effects an absolute
+    cost. Comparing with ``P_src`` of the same step (not the sharp source image) keeps the blur of
+    early predictions out of ``delta``: both are equally blurred. On the toy CLIP, adding a skin
+    tone, smile, hat or background change to an exact glasses edit triples this norm (0.16 ->
+    0.42-0.53; docs/toyworld.md, "Off-axis penalty").
+
+    Args:
+        directional: the :class:`CLIPDirectionalLoss` whose encoder and ``d_txt`` it uses.
+
+    Terms: ``off`` (mean off-axis norm), ``on`` (mean change along ``d_txt``).
+    """
+
+    name = "clip_off"
+
+    def __init__(self, directional: CLIPDirectionalLoss) -> None:
+        self.directional = directional
+
+    def prepare(self, source_images: torch.Tensor) -> None:
+        """Nothing to cache: the reference is each step's ``P_src``."""
+        return None
+
+    def __call__(self, p_edit: torch.Tensor, p_src: torch.Tensor, state: None = None) -> ObjectiveOutput:
+        enc, embed = self.directional.encoder, self.directional._embed
+        e_edit = embed(enc.encode_image(p_edit))
+        with torch.no_grad():
+            e_src = embed(enc.encode_image(p_src)).to(e_edit)
+        delta = e_edit - e_src
+        d = self.directional.d_txt.to(delta)
+        on = delta @ d
+        off = delta - on[:, None] * d[None]
+        sq = off.pow(2).sum(dim=1)
+        return ObjectiveOutput(loss=sq.mean(), terms={"off": sq.detach().sqrt().mean(), "on": on.detach().mean()})
+
+    def __repr__(self) -> str:
+        return f"CLIPOffAxisPenalty({self.directional.source_text!r} -> {self.directional.target_text!r})"
+
+
 def make_clip_objective(
     encoder: ImageTextEncoder,
     source: str,
@@ -154,8 +200,10 @@ def make_clip_objective(
     w_clip: float = 1.0,
     w_l1: float = 3.0,
     templates: Sequence[str] = DEFAULT_TEMPLATES,
+    w_off: float = 0.0,
 ) -> WeightedSum:
-    """The paper's training objective: ``w_clip * clip + w_l1 * cos_txt * l1`` (DESIGN 1.5).
+    """The paper's training objective: ``w_clip * clip + w_l1 * cos_txt * l1`` (DESIGN 1.5),
+    plus ``w_off * clip_off`` (:class:`CLIPOffAxisPenalty`, beyond the paper) when ``w_off > 0``.
 
     ``cos_txt`` is the directional loss's text cosine, floored at 0 so that an unrelated
     pair of texts turns preservation off instead of rewarding divergence from ``P_src``.
@@ -166,10 +214,17 @@ def make_clip_objective(
         w_clip: weight of the directional CLIP loss (reference default 1).
         w_l1: weight of the L1 preservation loss before the cos_txt factor (reference default 3).
         templates: prompt templates for the text direction.
+        w_off: weight of the off-axis CLIP penalty (default 0: the paper's objective).
 
     Returns:
-        A :class:`WeightedSum` with members ``clip`` and ``l1``; its ``.objectives[0]`` is
-        the :class:`CLIPDirectionalLoss` (read ``cos_txt`` there).
+        A :class:`WeightedSum` with members ``clip`` and ``l1`` (and ``clip_off`` when
+        ``w_off > 0``); its ``.objectives[0]`` is the :class:`CLIPDirectionalLoss` (read
+        ``cos_txt`` there).
     """
+    if w_off < 0:
+        raise ValueError(f"`w_off` must be >= 0, but got {w_off}.")
     clip = CLIPDirectionalLoss(encoder, source, target, templates)
-    return WeightedSum([(w_clip, clip), (w_l1 * max(clip.cos_txt, 0.0), L1Preservation())])
+    parts: list = [(w_clip, clip), (w_l1 * max(clip.cos_txt, 0.0), L1Preservation())]
+    if w_off > 0:
+        parts.append((w_off, CLIPOffAxisPenalty(clip)))
+    return WeightedSum(parts)
