@@ -191,3 +191,13 @@ def test_cli_train_uses_the_models_training_defaults_where_none_are_given(tmp_pa
     assert d.meta.t_edit == 900 and d.meta.t_edit_max is None
     assert d.meta.extra["training"]["lr"] == 0.03 and d.meta.extra["weights"]["off"] == 0.0
     assert "training defaults" not in output
+
+
+def test_cli_train_refuses_a_negative_off_axis_weight_before_any_work(tmp_path):
+    from hspace.cli.main import app
+
+    out = tmp_path / "never.safetensors"
+    result = CliRunner().invoke(app, ["train", "-m", "tiny-random", "--source", "face", "--target", "smiling face",
+                                      "--noise", "1", "--w-off", "-1", "-o", str(out)])
+    assert result.exit_code == 2 and "--w-off must be >= 0" in result.output
+    assert not out.exists() and not list(tmp_path.iterdir())

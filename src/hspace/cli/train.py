@@ -163,6 +163,8 @@ def train_command(
         raise common.fail("give either --input IMAGES or --noise N (exactly one)")
     if noise is not None and noise < 1:
         raise common.fail(f"--noise must be a positive number of samples, got {noise}")
+    if w_off is not None and w_off < 0:
+        raise common.fail(f"--w-off must be >= 0 (0 turns the off-axis penalty off), got {w_off}")
     if output.suffix != ".safetensors":
         notice(f"note: direction files are safetensors; {output.name} does not end in .safetensors")
     output = safe_path(output, overwrite)  # refuse before any work
@@ -188,8 +190,6 @@ def train_command(
         epochs=epochs, batch_size=batch_size, precision="bf16" if bf16 else "fp32", seed=seed,
         source_text=source, target_text=target, progress=common.progress(),
     )
-    if w_off < 0:
-        raise common.fail(f"--w-off must be >= 0, got {w_off}")
     objective = make_clip_objective(encoder, source, target, w_clip=w_clip, w_l1=w_l1, w_off=w_off)
     trainer = Trainer(backbone, objective, config)
     loaded = None
