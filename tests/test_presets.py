@@ -159,6 +159,17 @@ def test_toy_faces_has_training_defaults_and_others_do_not():
 
     assert train_defaults_for("toy-faces") is TOY_FACES_TRAIN_DEFAULTS
     assert train_defaults_for(" Toy-Faces/ ") is TOY_FACES_TRAIN_DEFAULTS
+    # a target text naming a shipped direction gets that direction's recipe; others the default
+    from hspace.toyworld.directions import TOY_DIRECTIONS, DirectionRecipe
+
+    for text, name in (("smiling face", "smiling"), ("a face with blond hair", "blond"), ("face with a hat", "hat"),
+                       ("face with glasses", "glasses"), ("a face, eyes closed", "eyes_closed")):
+        got, spec = train_defaults_for("toy-faces", text), TOY_DIRECTIONS[name]
+        assert (got.lr, got.t_edit) == (spec.lr, spec.t_edit or DirectionRecipe().t_edit), text
+        assert name in got.why
+    assert train_defaults_for("toy-faces", "blond face").lr == 2.0 != train_defaults_for("toy-faces", "face").lr
+    for text in ("a face with a beard", "a face", "smiling face with glasses", None):  # none, or two, named
+        assert train_defaults_for("toy-faces", text) is TOY_FACES_TRAIN_DEFAULTS, text
     for other in (CELEBA_ID, "tiny-random", "/some/folder", None):
         assert train_defaults_for(other) is None
     # a paper preset (a known model) would come first; toy-faces has none
@@ -179,10 +190,13 @@ def _train_toy(tmp_path, monkeypatch, *extra: str):
 
 
 def test_cli_train_uses_the_models_training_defaults_where_none_are_given(tmp_path, monkeypatch):
-    from hspace.toyworld.directions import TOY_FACES_TRAIN_DEFAULTS as own
+    from hspace.presets import train_defaults_for
+    from hspace.toyworld.directions import TOY_DIRECTIONS
 
+    own = train_defaults_for("toy-faces", "smiling face")  # the text _train_toy trains
+    assert own.lr == TOY_DIRECTIONS["smiling"].lr
     output, d = _train_toy(tmp_path, monkeypatch)
-    assert "toy-faces training defaults" in output
+    assert "toy-faces training defaults: the shipped smiling direction's recipe" in output
     assert d.meta.t_edit == own.t_edit and d.meta.t_edit_max == own.t_edit_max
     assert d.meta.extra["training"]["lr"] == own.lr
     assert d.meta.extra["weights"]["off"] == own.w_off

@@ -122,10 +122,11 @@ class TrainDefaults:
     why: str = ""
 
 
-def train_defaults_for(backbone_id: str | None) -> TrainDefaults | None:
-    """``hspace train``'s defaults for a model with its own (the built-in ``toy-faces``), else None."""
+def train_defaults_for(backbone_id: str | None, target_text: str | None = None) -> TrainDefaults | None:
+    """``hspace train``'s defaults for a model with its own (the built-in ``toy-faces``: per
+    target text, :func:`hspace.toyworld.directions.toy_faces_train_defaults`), else None."""
     if backbone_id and _key(backbone_id) == "toy-faces":
-        from .toyworld.directions import TOY_FACES_TRAIN_DEFAULTS
+        from .toyworld.directions import toy_faces_train_defaults
 
-        return TOY_FACES_TRAIN_DEFAULTS
+        return toy_faces_train_defaults(target_text)
     return None

@@ -16,7 +16,8 @@ Train on real images (--input: they are DDIM-inverted first, and the inversion i
 the model's own samples from seeded noise (--noise N). The editing interval: --t-edit if given;
 else --preset NAME (the paper's tables); else the model's own preset when it is a known model
 (google/ddpm-ema-celebahq-256 -> celeba, church, bedroom; named checkpoints); else the model's own
-training defaults (the built-in toy-faces has them, for --lr, --w-off and --t-edit-max too); else
+training defaults (the built-in toy-faces has them, per edit: the recipe of the shipped direction
+the target text names, else the glasses recipe; for --lr, --w-off and --t-edit-max too); else
 cached curves of this model from `hspace interval` (presets and curves read at cos_txt of the
 texts); else 500. The choices and their reasons are printed.
 
@@ -42,12 +43,13 @@ def _checkpoint_path(output: Path) -> Path:
 
 
 def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None = None, t_boost: int | None = None,
-                          preset: str | None = None) -> tuple[int, int | None, str, str]:
+                          preset: str | None = None, target: str | None = None) -> tuple[int, int | None, str, str]:
     """t_edit (and t_boost when not given) for training, with where they came from.
 
     Order: ``t_edit`` given; else ``preset``; else the model's own preset when it is a known
     model (:func:`hspace.presets.preset_for_backbone`, e.g. ``google/ddpm-ema-celebahq-256`` ->
-    celeba); else the model's training defaults (:func:`hspace.presets.train_defaults_for`); else
+    celeba); else the model's training defaults for the ``target`` text
+    (:func:`hspace.presets.train_defaults_for`); else
     cached curves of this model from ``hspace interval``; else 500. Presets and curves are read at
     the texts' ``cos`` (cos_txt). Returns ``(t_edit, t_boost, source, note)``.
     """
@@ -59,7 +61,7 @@ def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None =
         return t_edit, t_boost, "--t-edit", ""
     choice, label = None, None
     auto = preset_for_backbone(backbone.backbone_id)
-    own = train_defaults_for(backbone.backbone_id)
+    own = train_defaults_for(backbone.backbone_id, target)
     if preset is None and auto is None and own is not None:
         return own.t_edit, t_boost, f"{backbone.backbone_id} training defaults", ""
     if preset is not None:
@@ -84,15 +86,16 @@ def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None =
     return choice.t_edit, t_boost, f"{label}, cos_txt {cos:.3f}", choice.note
 
 
-def _model_defaults(backbone, lr: float | None, w_off: float | None, t_edit_max: int | None,
+def _model_defaults(backbone, target: str, lr: float | None, w_off: float | None, t_edit_max: int | None,
                     own_t_edit: bool) -> tuple[float, float, int | None]:
     """``lr``, ``w_off`` and ``t_edit_max`` with the model's training defaults where the user gave
-    none (:func:`hspace.presets.train_defaults_for`), else 0.5, 0 and no band; says which it used.
+    none (:func:`hspace.presets.train_defaults_for`, per ``target`` text), else 0.5, 0 and no band;
+    says which it used.
     The model's band top is only taken with the model's own t_edit (``own_t_edit``): it was
     measured with it, and could lie below another."""
     from ..presets import train_defaults_for
 
-    own = train_defaults_for(backbone.backbone_id)
+    own = train_defaults_for(backbone.backbone_id, target)
     used = []
     if own is not None:
         if lr is None:
@@ -177,10 +180,10 @@ def train_command(
     encoder = load_encoder(clip)
     cos = text_similarity(clip, source, target, encoder=encoder)
     t_edit_given = t_edit is not None
-    t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset)
+    t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset, target)
     if note:
         notice(f"note: {note}")
-    lr, w_off, t_edit_max = _model_defaults(backbone, lr, w_off, t_edit_max, own_t_edit=not t_edit_given and preset is None)
+    lr, w_off, t_edit_max = _model_defaults(backbone, target, lr, w_off, t_edit_max, own_t_edit=not t_edit_given and preset is None)
     notice(f"t_edit = {t_edit} ({t_source}); t_boost = {t_boost}" + (f"; t_edit_max = {t_edit_max}" if t_edit_max is not None else ""))
     if t_edit_max is not None and not t_edit <= t_edit_max <= 999:
         raise common.fail(f"--t-edit-max {t_edit_max} must lie in t_edit..999 ({t_edit}..999)")

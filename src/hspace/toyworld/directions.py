@@ -123,12 +123,29 @@ class DirectionRecipe:
         return dataclasses.asdict(self)
 
 
-#: ``hspace train --model toy-faces``'s defaults where the user gives none (hspace.presets.train_defaults_for):
-#: the shipped glasses recipe, the edit the issue's acceptance check trains. hspace's own 500 / 0.5
+#: ``hspace train --model toy-faces``'s defaults where the user gives none and the target text names no
+#: shipped direction (:func:`toy_faces_train_defaults`): the shipped glasses recipe. hspace's own 500 / 0.5
 #: gave glasses 1.00 / 0.41 on the validation faces, this recipe 0.94 / 0.75 (docs/results/direction-sweep-gpu).
 TOY_FACES_TRAIN_DEFAULTS = TrainDefaults(
     t_edit=300, lr=0.125,
-    why="the shipped glasses recipe; other targets may want another --lr (the shipped directions use 0.125-2)")
+    why="the shipped glasses recipe, as the target text names no shipped direction; "
+        "other edits may want another --lr (the shipped directions use 0.125-2)")
+
+
+def toy_faces_train_defaults(target_text: Optional[str] = None) -> TrainDefaults:
+    """``hspace train --model toy-faces``'s defaults for a target text: the recipe of the shipped
+    direction the text names (``"smiling face"`` -> smiling's lr 0.75 and t_edit 300; matched as
+    ``hspace eval`` matches toy targets), else :data:`TOY_FACES_TRAIN_DEFAULTS`. The rates differ
+    16-fold between the shipped directions (0.125-2), so one rate cannot suit every edit."""
+    from ..evaluation.factors import match_toy_target
+
+    name = match_toy_target(target_text)
+    spec = next((d for d in TOY_DIRECTIONS.values() if d.judged_as == name), None) if name else None
+    if spec is None:
+        return TOY_FACES_TRAIN_DEFAULTS
+    own = recipe_for(spec, DirectionRecipe())
+    return TrainDefaults(t_edit=own.t_edit, lr=own.lr, w_off=own.w_off,
+                         why=f"the shipped {spec.name} direction's recipe, as the target text names {name}")
 
 
 def recipe_for(spec: ToyDirection, recipe: DirectionRecipe) -> DirectionRecipe:
