@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--save-files", action="store_true", help="keep each direction file and a picture")
     ap.add_argument("--configs", type=Path, help="a JSON list of configurations to run instead of the grid "
-                    "(keys: name, lr, t_edit, n_images, epochs, w_l1; optional t_edit_max, edit_t_max, w_off, seed)")
+                    "(keys: name, lr, t_edit, n_images, epochs, w_l1; optional t_edit_max, edit_t_max, w_off, seed, kind)")
     ap.add_argument("--val-cache", type=Path, help="file for the inverted validation faces, made with the same --n-val and --val-steps (reused when it exists)")
     ap.add_argument("--list", action="store_true", help="print the grid and exit")
     args = ap.parse_args()
@@ -115,7 +115,8 @@ def main() -> None:
         c = grid[idx]
         recipe = DirectionRecipe(n_images=c["n_images"], t_edit=c["t_edit"], lr=c["lr"], epochs=c["epochs"],
                                  w_l1=c["w_l1"], t_edit_max=c.get("t_edit_max"),
-                                 edit_t_max=c.get("edit_t_max"), w_off=c.get("w_off", 0.0), seed=c.get("seed", 0))
+                                 edit_t_max=c.get("edit_t_max"), w_off=c.get("w_off", 0.0), seed=c.get("seed", 0),
+                                 kind=c.get("kind", "implicit-ddpm"))
         if recipe.n_images not in train_cache:
             images = face_images(recipe.data_seed, recipe.n_images).to(dev)
             editor = Editor(backbone, EditConfig(n_inv_steps=recipe.n_inv_steps, n_steps=recipe.n_steps,
@@ -132,7 +133,8 @@ def main() -> None:
         tag = f"{idx:03d}-{c['name']}-lr{c['lr']:g}-t{c['t_edit']}-n{c['n_images']}x{c['epochs']}-l1{c['w_l1']:g}" + (
             f"-max{c['t_edit_max']}" if c.get("t_edit_max") is not None else "") + (
             f"-edmax{c['edit_t_max']}" if c.get("edit_t_max") is not None else "") + (
-            f"-off{c['w_off']:g}" if c.get("w_off") else "") + (f"-seed{c['seed']}" if c.get("seed") else "")
+            f"-off{c['w_off']:g}" if c.get("w_off") else "") + (f"-seed{c['seed']}" if c.get("seed") else "") + (
+            f"-{c['kind']}" if c.get("kind", "implicit-ddpm") != "implicit-ddpm" else "")
         if args.save_files:
             save_direction(res.direction, args.out / f"{tag}.safetensors", overwrite=True)
             make_grid([[val[i], edited[i]] for i in range(min(12, len(val)))]).save(args.out / f"{tag}.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from hspace.cli.main import app
 from hspace.directions import GlobalDirection, load_direction
 from hspace.editor import EditConfig, Editor
 from hspace.toyworld.directions import (TOY_DIRECTIONS, DirectionRecipe, ToyDirection, face_images, mean_colour_change, recipe_for,
-                                       target_twin)
+                                       target_twin, train_direction)
 from hspace.toyworld.faces import factors_for, with_factor
 from hspace.toyworld.models import TOY_FACES_DIR
 from hspace.toyworld.probe import PROBE_DIR, load_probe
@@ -511,3 +512,25 @@ def test_train_directions_refuses_an_empty_band_before_any_work(tmp_path):
                                    "--out", str(out)])
     assert res.exit_code == 2 and "--w-off must be >= 0" in res.output
     assert not out.exists()  # refused before loading or writing anything
+
+
+def test_train_direction_follows_the_recipes_kind_and_weights(tmp_path):
+    """DirectionRecipe.kind picks the direction type (the sweep compares them); the objective's
+    weights are recorded in the file's meta."""
+    from hspace.backbones.registry import load_diffusers_folder
+    from hspace.encoders import build_tiny_clip
+    from hspace.toyworld.train_unet import TINY_UNET, build_unet, make_scheduler
+
+    model = tmp_path / "candidate"
+    build_unet(dict(TINY_UNET, sample_size=64)).save_pretrained(model)
+    make_scheduler().save_pretrained(model)
+    backbone = load_diffusers_folder(model)
+    images = face_images(0, 1)
+    recipe = DirectionRecipe(n_images=1, n_steps=4, n_inv_steps=4, kind="global", lr=1.0, w_off=2.0, precision="fp32")
+    latents = Editor(backbone, EditConfig(n_inv_steps=4, n_steps=4, progress=False)).invert(images)
+    out = train_direction(backbone, build_tiny_clip(), TOY_DIRECTIONS["glasses"], recipe, latents, images, progress=False)
+    assert isinstance(out.direction, GlobalDirection) and out.steps > 0
+    assert out.direction.meta.extra["weights"] == {"clip": 1.0, "l1": 3.0, "off": 2.0}
+    with pytest.raises(ValueError, match="direction_kind"):
+        train_direction(backbone, build_tiny_clip(), TOY_DIRECTIONS["glasses"],
+                        dataclasses.replace(recipe, kind="bogus"), latents, images, progress=False)

@@ -109,6 +109,8 @@ class DirectionRecipe:
     edit_t_max: Optional[int] = None
     n_steps: int = 40
     n_inv_steps: int = 40
+    #: the direction's kind (:data:`hspace.trainer.DIRECTION_KINDS`); the paper's implicit f_t for the shipped files
+    kind: str = "implicit-ddpm"
     lr: float = 0.5
     epochs: int = 1
     batch_size: int = 1
@@ -180,7 +182,7 @@ def train_direction(backbone, encoder, spec: ToyDirection, recipe: DirectionReci
     from ..trainer import TrainConfig, Trainer
 
     cfg = TrainConfig(t_edit=recipe.t_edit, t_edit_max=recipe.t_edit_max, n_train_steps=recipe.n_steps, n_inv_steps=recipe.n_inv_steps,
-                      direction_kind="implicit-ddpm", lr=recipe.lr, epochs=recipe.epochs,
+                      direction_kind=recipe.kind, lr=recipe.lr, epochs=recipe.epochs,
                       batch_size=recipe.batch_size, precision=recipe.precision, seed=recipe.seed,
                       source_text=spec.source, target_text=spec.target, progress=progress)
     objective = make_clip_objective(encoder, spec.source, spec.target, w_clip=recipe.w_clip, w_l1=recipe.w_l1,
