@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="NAME:FILE:T_EDIT_MAX (NAME: the toy direction it is judged as)")
     ap.add_argument("--val-cache", type=Path, help="inverted validation faces (as sweep_directions.py writes them)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--start", type=int, default=0, help="first validation face (100 from here; another --val-cache per start)")
     args = ap.parse_args()
 
     from hspace.backbones.registry import load_backbone
@@ -35,7 +36,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     backbone, probe = load_backbone("toy-faces"), load_probe()
-    val = face_images(VAL_SEED, 100)
+    val = face_images(VAL_SEED, 100, start=args.start)
     base = dict(n_inv_steps=100, n_steps=100, batch_size=25, precision="bf16", cache_latents=False, progress=False)
     if args.val_cache is not None and args.val_cache.is_file():
         latents = torch.load(args.val_cache, weights_only=True)
