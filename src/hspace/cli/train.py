@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..presets import TrainDefaults
 from . import common
 from .common import handle_errors, notice, say
 
@@ -43,27 +44,25 @@ def _checkpoint_path(output: Path) -> Path:
 
 
 def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None = None, t_boost: int | None = None,
-                          preset: str | None = None, target: str | None = None) -> tuple[int, int | None, str, str]:
+                          preset: str | None = None, defaults: TrainDefaults | None = None) -> tuple[int, int | None, str, str]:
     """t_edit (and t_boost when not given) for training, with where they came from.
 
     Order: ``t_edit`` given; else ``preset``; else the model's own preset when it is a known
     model (:func:`hspace.presets.preset_for_backbone`, e.g. ``google/ddpm-ema-celebahq-256`` ->
-    celeba); else the model's training defaults for the ``target`` text
-    (:func:`hspace.presets.train_defaults_for`); else
+    celeba); else the model's training ``defaults`` (:func:`hspace.presets.train_defaults_for`); else
     cached curves of this model from ``hspace interval``; else 500. Presets and curves are read at
     the texts' ``cos`` (cos_txt). Returns ``(t_edit, t_boost, source, note)``.
     """
     from ..interval import choose_interval, resolve_preset
-    from ..presets import no_preset_reason, preset_for_backbone, preset_source, train_defaults_for
+    from ..presets import no_preset_reason, preset_for_backbone, preset_source
     from .interval import cached_curves
 
     if t_edit is not None:
         return t_edit, t_boost, "--t-edit", ""
     choice, label = None, None
     auto = preset_for_backbone(backbone.backbone_id)
-    own = train_defaults_for(backbone.backbone_id, target)
-    if preset is None and auto is None and own is not None:
-        return own.t_edit, t_boost, f"{backbone.backbone_id} training defaults", ""
+    if preset is None and auto is None and defaults is not None:
+        return defaults.t_edit, t_boost, f"{backbone.backbone_id} training defaults", ""
     if preset is not None:
         choice = choose_interval(resolve_preset(preset), cos_txt=cos)
         label = choice.source
@@ -86,16 +85,13 @@ def choose_train_interval(backbone, steps: int, cos: float, t_edit: int | None =
     return choice.t_edit, t_boost, f"{label}, cos_txt {cos:.3f}", choice.note
 
 
-def _model_defaults(backbone, target: str, lr: float | None, w_off: float | None, t_edit_max: int | None,
-                    own_t_edit: bool) -> tuple[float, float, int | None]:
+def _model_defaults(backbone_id: str, own: TrainDefaults | None, lr: float | None, w_off: float | None,
+                    t_edit_max: int | None, own_t_edit: bool) -> tuple[float, float, int | None]:
     """``lr``, ``w_off`` and ``t_edit_max`` with the model's training defaults where the user gave
-    none (:func:`hspace.presets.train_defaults_for`, per ``target`` text), else 0.5, 0 and no band;
-    says which it used.
+    none (``own``, from :func:`hspace.presets.train_defaults_for`), else 0.5, 0 and no band; says
+    which it used.
     The model's band top is only taken with the model's own t_edit (``own_t_edit``): it was
     measured with it, and could lie below another."""
-    from ..presets import train_defaults_for
-
-    own = train_defaults_for(backbone.backbone_id, target)
     used = []
     if own is not None:
         if lr is None:
@@ -108,7 +104,7 @@ def _model_defaults(backbone, target: str, lr: float | None, w_off: float | None
             t_edit_max = own.t_edit_max
             used.append(f"t_edit_max {own.t_edit_max}")
         if used:
-            notice(f"{', '.join(used)} ({backbone.backbone_id} training defaults{': ' + own.why if own.why else ''})")
+            notice(f"{', '.join(used)} ({backbone_id} training defaults{': ' + own.why if own.why else ''})")
     return (0.5 if lr is None else lr), (0.0 if w_off is None else w_off), t_edit_max
 
 
@@ -158,6 +154,7 @@ def train_command(
     from ..encoders import load_encoder
     from ..objectives import make_clip_objective
     from ..outputs import safe_path
+    from ..presets import train_defaults_for
     from ..trainer import TrainConfig, Trainer
     from .interval import text_similarity
 
@@ -180,10 +177,12 @@ def train_command(
     encoder = load_encoder(clip)
     cos = text_similarity(clip, source, target, encoder=encoder)
     t_edit_given = t_edit is not None
-    t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset, target)
+    own = train_defaults_for(backbone.backbone_id, target)  # the model's own, for this edit (toy-faces)
+    t_edit, t_boost, t_source, note = choose_train_interval(backbone, steps, cos, t_edit, t_boost, preset, own)
     if note:
         notice(f"note: {note}")
-    lr, w_off, t_edit_max = _model_defaults(backbone, target, lr, w_off, t_edit_max, own_t_edit=not t_edit_given and preset is None)
+    lr, w_off, t_edit_max = _model_defaults(backbone.backbone_id, own, lr, w_off, t_edit_max,
+                                            own_t_edit=not t_edit_given and preset is None)
     notice(f"t_edit = {t_edit} ({t_source}); t_boost = {t_boost}" + (f"; t_edit_max = {t_edit_max}" if t_edit_max is not None else ""))
     if t_edit_max is not None and not t_edit <= t_edit_max <= 999:
         raise common.fail(f"--t-edit-max {t_edit_max} must lie in t_edit..999 ({t_edit}..999)")
