@@ -257,6 +257,46 @@ def test_make_clip_objective_adds_the_off_axis_penalty_only_when_asked():
         make_clip_objective(enc, SRC, TGT, w_off=-1.0)
 
 
+def test_off_axis_penalty_shares_the_edit_embedding_with_the_directional_loss():
+    """With the penalty attached, one step encodes P_edit once (and P_src once, for the penalty),
+    and the loss and gradient are those of two separate encodings."""
+    enc = stub()
+    obj = make_clip_objective(enc, SRC, TGT, w_off=2.0)
+    src = images((0.0, 0.0, 0.0), (0.3, 0.1, 0.0))
+    p_src = images((0.1, 0.0, 0.0), (0.2, 0.1, 0.1))
+    state = obj.prepare(src)
+    p_edit = images((0.0, 0.3, 0.1), (0.4, -0.2, 0.3)).requires_grad_(True)
+    before = enc.image_calls
+    out = obj(p_edit, p_src, state)
+    assert enc.image_calls - before == 2  # P_edit once, P_src once
+    out.loss.backward()
+    # the same sum with nothing shared: each member on its own objects
+    clip = CLIPDirectionalLoss(stub(), SRC, TGT)
+    ref_edit = p_edit.detach().clone().requires_grad_(True)
+    ref = (clip(ref_edit, p_src, clip.prepare(src)).loss
+           + 3.0 * clip.cos_txt * (ref_edit - p_src).abs().mean()
+           + 2.0 * CLIPOffAxisPenalty(CLIPDirectionalLoss(stub(), SRC, TGT))(ref_edit, p_src, None).loss)
+    ref.backward()
+    assert float(out.loss) == pytest.approx(float(ref), rel=1e-6)
+    torch.testing.assert_close(p_edit.grad, ref_edit.grad)
+    # a tensor changed in place, or another tensor, is encoded afresh, never matched to a stale embedding
+    directional = obj.objectives[0]
+    x = images((0.0, 0.5, 0.0))
+    directional.edit_embedding(x)
+    x.add_(1.0)
+    torch.testing.assert_close(directional.edit_embedding(x), torch.nn.functional.normalize(x.mean(dim=(2, 3)), dim=-1))
+    directional.edit_embedding(x)
+    calls = enc.image_calls
+    directional.edit_embedding(x.clone())
+    assert enc.image_calls == calls + 1
+    directional.edit_embedding(x)  # the pending embedding was another tensor's: dropped, so encoded again
+    assert enc.image_calls == calls + 2
+    # without the penalty nothing is kept between calls
+    plain = make_clip_objective(enc, SRC, TGT)
+    plain(p_edit.detach(), p_src, plain.prepare(src))
+    assert plain.objectives[0]._shared is None
+
+
 def test_make_clip_objective_with_tiny_clip_backpropagates():
     enc = build_tiny_clip()
     obj = make_clip_objective(enc, "face", "smiling face")

@@ -429,6 +429,31 @@ def test_h_oracle_levels_move_the_skips_too():
         h_oracle_edit(backbone, src, twin, 2, 999, levels=(12,))
 
 
+@torch.no_grad()
+def test_h_oracle_band_walks_both_trajectories_above_it():
+    """With a band below the top, the top step is plain DDIM for the edited face, while the source's
+    and the twin's trajectories still walk, so the band's first edit uses the twin's eps at the twin's
+    own x_t there (by hand, every level, on the two-step grid 999 -> 0)."""
+    from hspace.sampler import asymmetric_step, ddim_step
+    from hspace.toyworld.directions import h_oracle_edit, skip_resolutions
+
+    backbone = _tame64()
+    sizes = skip_resolutions(backbone)
+    g = torch.Generator().manual_seed(2)
+    src, twin = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
+    ac = backbone.alphas_cumprod
+    src1 = ddim_step(src, backbone.eps(src, 999), ac[999], ac[0]).x_next
+    twin1 = ddim_step(twin, backbone.eps(twin, 999), ac[999], ac[0]).x_next
+    by_hand = asymmetric_step(src1, backbone.eps(src1, 0), backbone.eps(twin1, 0), ac[0], 1.0).x_next
+    banded = h_oracle_edit(backbone, src, twin, 2, 0, precision="fp32", levels=sizes, t_edit_max=0)
+    torch.testing.assert_close(banded, by_hand, atol=1e-4, rtol=1e-4)
+    # the band up to the top is the paper's interval
+    torch.testing.assert_close(h_oracle_edit(backbone, src, twin, 2, 0, precision="fp32", t_edit_max=999),
+                               h_oracle_edit(backbone, src, twin, 2, 0, precision="fp32"))
+    with pytest.raises(ValueError, match="band would be empty"):
+        h_oracle_edit(backbone, src, twin, 2, 500, t_edit_max=400)
+
+
 @needs_probe
 def test_check_h_oracle_judges_each_direction(probe, tmp_path):
     from hspace.directions import save_direction
@@ -463,6 +488,12 @@ def test_check_h_oracle_judges_each_direction(probe, tmp_path):
     assert res.exit_code != 0 and "missing" in res.output and "unknown check" not in res.output
     res = CliRunner().invoke(app, ["toyworld", "check", "--only", "probe", "--by-level", "--out", str(tmp_path / "q")])
     assert res.exit_code == 2 and "only change the h-oracle check" in res.output
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "probe", "--oracle-t-edit-max", "700", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "only change the h-oracle check" in res.output
+    res = CliRunner().invoke(app, ["toyworld", "check", "--only", "h-oracle", "--oracle-t-edit", "500",
+                                   "--oracle-t-edit-max", "400", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "--oracle-t-edit-max must be a timestep in 500..999" in res.output
+    assert not (tmp_path / "q").exists()
 
 
 @needs_probe
@@ -471,13 +502,14 @@ def test_check_h_oracle_by_level(probe):
     from hspace.toyworld.quality import check_h_oracle
 
     rep = check_h_oracle(_tame64(), probe, names=["hat"], n=4, steps=4, progress=False, log=lambda s: None,
-                         by_level=True, t_edit=300)
-    assert rep["level_sets"] == ["h+16", "h+16+32", "h+16+32+64"] and rep["t_edit"] == 300
+                         by_level=True, t_edit=300, t_edit_max=800)
+    assert rep["level_sets"] == ["h+16", "h+16+32", "h+16+32+64"] and rep["t_edit"] == 300 and rep["t_edit_max"] == 800
     by = rep["directions"]["hat"]["by_level"]
     assert list(by) == rep["level_sets"]
     for v in by.values():
         assert 0.0 <= v["min_preserved"] <= 1.0 and "hat" not in v["preservation"]
-    assert _markdown({"h-oracle": rep}).count("skip levels in px") == 3
+    table = _markdown({"h-oracle": rep})
+    assert table.count("skip levels in px") == 3 and "300 <= t <= 800" in table
 
 
 def test_refine_reading_recovers_a_shifted_pose_and_smile():

@@ -315,7 +315,8 @@ def _markdown(results: dict[str, Any]) -> str:
     if "h-oracle" in results:
         o = results["h-oracle"]
         for name, r in o["directions"].items():
-            edits = [(f"each face given the h of its exact edit (t >= {o['t_edit']}, n={o['n']})", r)]
+            band = f"t >= {o['t_edit']}" if o.get("t_edit_max") is None else f"{o['t_edit']} <= t <= {o['t_edit_max']}"
+            edits = [(f"each face given the h of its exact edit ({band}, n={o['n']})", r)]
             edits += [(f"the same with the exact edit's {label} (skip levels in px)", v)
                       for label, v in (r.get("by_level") or {}).items()]
             for what, v in edits:
@@ -344,6 +345,7 @@ def check_command(
     probe_name: Annotated[str, typer.Option("--probe", help="Attribute probe that judges: the built-in toy-probe, or a folder from `train-probe --out` (for a world the shipped probe was not trained on).")] = "toy-probe",
     by_level: Annotated[bool, typer.Option("--by-level", help="h-oracle: also add the exact edit's change of the decoder's skips, one level at a time (h+8, h+8+16, ...): which level carries each edit.")] = False,
     oracle_t_edit: Annotated[int, typer.Option("--oracle-t-edit", metavar="T", help="h-oracle: edit where t >= T (0..999).")] = 500,
+    oracle_t_edit_max: Annotated[Optional[int], typer.Option("--oracle-t-edit-max", metavar="T", help="h-oracle: edit only where t <= T too (a band; plain DDIM above it). Default: up to the top, as the paper.")] = None,
 ) -> None:
     import torch
 
@@ -362,11 +364,14 @@ def check_command(
     if directions_dir is not None and not {"directions", "h-oracle"} & set(checks):
         raise fail(f"--directions-dir only changes the directions and h-oracle checks, neither among {checks}; "
                    "add --only directions or drop --directions-dir")
-    if (by_level or oracle_t_edit != 500) and "h-oracle" not in checks:
-        raise fail(f"--by-level and --oracle-t-edit only change the h-oracle check, which is not among {checks}; "
+    if (by_level or oracle_t_edit != 500 or oracle_t_edit_max is not None) and "h-oracle" not in checks:
+        raise fail(f"--by-level, --oracle-t-edit and --oracle-t-edit-max only change the h-oracle check, which is not among {checks}; "
                    "add --only h-oracle or drop them")
     if not 0 <= oracle_t_edit <= 999:
         raise fail(f"--oracle-t-edit must be a timestep in 0..999, got {oracle_t_edit}")
+    if oracle_t_edit_max is not None and not oracle_t_edit <= oracle_t_edit_max <= 999:
+        raise fail(f"--oracle-t-edit-max must be a timestep in {oracle_t_edit}..999 (at least --oracle-t-edit), "
+                   f"got {oracle_t_edit_max}")
     if directions_dir is not None and not directions_dir.is_dir():
         raise fail(f"--directions-dir {directions_dir} is not a folder; give the folder that holds the <name>.safetensors files")
     torch.set_num_threads(threads)
@@ -395,7 +400,8 @@ def check_command(
             results[c] = quality.check_clip(encoder, n=n["clip"])
         elif c == "h-oracle":
             results[c] = quality.check_h_oracle(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
-                                                folder=directions_dir, by_level=by_level, t_edit=oracle_t_edit)
+                                                folder=directions_dir, by_level=by_level, t_edit=oracle_t_edit,
+                                                t_edit_max=oracle_t_edit_max)
         else:
             results[c] = quality.check_directions(backbone, probe, n=n["dirs"], progress=progress(), log=notice,
                                                   folder=directions_dir)
@@ -405,7 +411,7 @@ def check_command(
     (folder / "quality.md").write_text(table, encoding="utf-8")
     write_json({"results": results, "seconds": seconds, "quick": quick,
                 "run": run_record(None, command="toyworld check", checks=checks, model=model, clip=clip, probe=probe_name,
-                                  by_level=by_level, oracle_t_edit=oracle_t_edit,
+                                  by_level=by_level, oracle_t_edit=oracle_t_edit, oracle_t_edit_max=oracle_t_edit_max,
                                   directions_dir=None if directions_dir is None else str(directions_dir))},
                folder / "quality.json")
     say(table)

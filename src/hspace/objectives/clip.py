@@ -112,6 +112,10 @@ class CLIPDirectionalLoss:
             )
         self.d_txt = F.normalize(diff, dim=0)
         self.cos_txt = text_cosine(encoder, source_text, target_text)
+        # set by CLIPOffAxisPenalty: it scores the same P_edit in the same step, so the image
+        # embedding is computed once and handed over (see edit_embedding)
+        self.share_edit_embedding = False
+        self._shared: tuple | None = None
 
     def _embed(self, e: torch.Tensor) -> torch.Tensor:
         e = e.float()
@@ -122,9 +126,27 @@ class CLIPDirectionalLoss:
         with torch.no_grad():
             return self._embed(self.encoder.encode_image(source_images)).detach()
 
+    def edit_embedding(self, p_edit: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` embeddings of ``p_edit``, with gradient.
+
+        With ``share_edit_embedding`` on (an off-axis penalty is attached), the result is kept for
+        the one next call with the same, unmodified tensor, which takes it (the directional loss and
+        the penalty score the same P_edit in each training step), so the image encoder runs once per
+        step, not twice."""
+        key = (p_edit._version, torch.is_grad_enabled())
+        if self._shared is not None:
+            tensor, shared_key, emb = self._shared
+            self._shared = None
+            if tensor is p_edit and shared_key == key:
+                return emb
+        emb = self._embed(self.encoder.encode_image(p_edit))
+        if self.share_edit_embedding:
+            self._shared = (p_edit, key, emb)
+        return emb
+
     def per_image(self, p_edit: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image ``(loss [B], cos [B])``; ``state`` is what :meth:`prepare` returned for these images."""
-        e_edit = self._embed(self.encoder.encode_image(p_edit))
+        e_edit = self.edit_embedding(p_edit)
         if state.shape != e_edit.shape:
             raise ValueError(
                 f"Prepared source embeddings have shape {tuple(state.shape)} but the edit batch embeds to "
@@ -172,6 +194,7 @@ class CLIPOffAxisPenalty:
 
     def __init__(self, directional: CLIPDirectionalLoss) -> None:
         self.directional = directional
+        directional.share_edit_embedding = True  # one image encoding of P_edit per step for both
 
     def prepare(self, source_images: torch.Tensor) -> None:
         """Nothing to cache: the reference is each step's ``P_src``."""
@@ -179,7 +202,7 @@ class CLIPOffAxisPenalty:
 
     def __call__(self, p_edit: torch.Tensor, p_src: torch.Tensor, state: None = None) -> ObjectiveOutput:
         enc, embed = self.directional.encoder, self.directional._embed
-        e_edit = embed(enc.encode_image(p_edit))
+        e_edit = self.directional.edit_embedding(p_edit)
         with torch.no_grad():
             e_src = embed(enc.encode_image(p_src)).to(e_edit)
         delta = e_edit - e_src

@@ -230,7 +230,8 @@ def skip_resolutions(backbone) -> list[int]:
 
 
 def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Tensor, n_steps: int, t_edit: int,
-                  precision: str = "bf16", batch_size: int = 25, levels: Sequence[int] = ()) -> torch.Tensor:
+                  precision: str = "bf16", batch_size: int = 25, levels: Sequence[int] = (),
+                  t_edit_max: Optional[int] = None) -> torch.Tensor:
     """Each source face edited with the h of its own exact edit: for ``t >= t_edit``,
     ``dh = h_t(twin) - h_t(source)`` along the two unedited trajectories, applied with the Asyrp
     step; plain DDIM below. It moves h exactly as much as the face's own exact edit moves it, so
@@ -245,19 +246,27 @@ def h_oracle_edit(backbone, source_latents: torch.Tensor, twin_latents: torch.Te
     differ everywhere, and the edit pushes P_t along that whole difference: read the target column
     of the first level set that reaches an edit; the oracle's side effects are its own
     (docs/toyworld.md, "Which level carries each edit").
+
+    ``t_edit_max`` edits only where ``t_edit <= t <= t_edit_max`` (an editing band, as
+    ``EditConfig.t_edit_max``), plain DDIM above. At the top steps the two trajectories' h differ
+    mostly because their inverted latents do, not because of the edit.
     Returns the edited images ``[N, 3, S, S]``."""
-    return h_oracle_edits(backbone, source_latents, twin_latents, n_steps, t_edit, [levels], precision, batch_size)[0]
+    return h_oracle_edits(backbone, source_latents, twin_latents, n_steps, t_edit, [levels], precision, batch_size,
+                          t_edit_max)[0]
 
 
 @torch.no_grad()
 def h_oracle_edits(backbone, source_latents: torch.Tensor, twin_latents: torch.Tensor, n_steps: int, t_edit: int,
-                   level_sets: Sequence[Sequence[int]], precision: str = "bf16", batch_size: int = 25) -> list[torch.Tensor]:
+                   level_sets: Sequence[Sequence[int]], precision: str = "bf16", batch_size: int = 25,
+                   t_edit_max: Optional[int] = None) -> list[torch.Tensor]:
     """:func:`h_oracle_edit` for several ``levels`` at once, one result per entry of ``level_sets``:
     the source's and twin's unedited trajectories are walked once for all of them."""
     from ..precision import network_autocast, to_memory_format
     from ..sampler import asymmetric_step, ddim_step
     from ..schedule import abar_at, ddim_grid, generation_pairs
 
+    if t_edit_max is not None and t_edit_max < t_edit:
+        raise ValueError(f"t_edit_max ({t_edit_max}) is below t_edit ({t_edit}): the band would be empty")
     if source_latents.shape != twin_latents.shape:
         raise ValueError(f"source and twin latents differ in shape: {tuple(source_latents.shape)} "
                          f"and {tuple(twin_latents.shape)}")
@@ -274,9 +283,10 @@ def h_oracle_edits(backbone, source_latents: torch.Tensor, twin_latents: torch.T
         for t, t_next in pairs:
             tt = torch.full((x_src.shape[0],), float(t), device=x_src.device)
             a, a_next = abar_at(ac, t), abar_at(ac, t_next)
-            editing = t >= t_edit
+            walking = t >= t_edit  # the two unedited trajectories walk down to the band's bottom
+            editing = walking and (t_edit_max is None or t <= t_edit_max)
             with network_autocast(precision, x_src.device):
-                if editing:  # the two unedited trajectories walk in step with the edited ones
+                if walking:  # ... in step with the edited ones
                     e_src, e_twin = (backbone.encode(to_memory_format(y, precision), tt) for y in (x_src, x_twin))
                     eps_src, eps_twin = backbone.decode(e_src).float(), backbone.decode(e_twin).float()
                 steps = []
@@ -291,7 +301,7 @@ def h_oracle_edits(backbone, source_latents: torch.Tensor, twin_latents: torch.T
                         eps_edit = backbone.decode(dataclasses.replace(enc, h=h_edit, skips=skips), h_edit)
                     steps.append((eps.float(), eps_edit.float()))
             xs = [asymmetric_step(x, eps, eps_edit, a, a_next).x_next for x, (eps, eps_edit) in zip(xs, steps)]
-            if editing:
+            if walking:
                 x_src, x_twin = (ddim_step(y, e, a, a_next).x_next for y, e in ((x_src, eps_src), (x_twin, eps_twin)))
         for results, x in zip(out, xs):
             results.append(x)

@@ -344,7 +344,7 @@ def _dh_norms(backbone, direction, latents: torch.Tensor, twin_latents: torch.Te
 def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str]] = None, n: int = 100,
                    t_edit: int = 500, precision: str = "bf16", steps: int = DIRECTION_CHECK_STEPS,
                    progress: bool = True, log: Log = print, folder: Optional[Path] = None,
-                   by_level: bool = False) -> dict[str, Any]:
+                   by_level: bool = False, t_edit_max: Optional[int] = None) -> dict[str, Any]:
     """What h can carry on ``backbone``: each held-out face edited with the h of its own exact edit
     (:func:`~hspace.toyworld.directions.h_oracle_edit`), judged like the directions (target
     reached, other factors kept). A diagnosis, no bar: it says how much of each edit the natural
@@ -356,7 +356,11 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
     ``by_level`` also runs the oracle with the skip activations of the decoder's levels added one
     by one, coarsest first (``h+8``, ``h+8+16``, ... on toy-faces; ``levels`` of
     :func:`~hspace.toyworld.directions.h_oracle_edit`): the first level set that reaches an edit
-    says where the model carries it. Recorded per edit under ``by_level``."""
+    says where the model carries it. Recorded per edit under ``by_level``.
+
+    ``t_edit_max`` edits only in the band ``t_edit <= t <= t_edit_max`` (plain DDIM above it): at the
+    top steps h(twin) - h(source) is mostly the difference of the two inverted latents, not of the
+    edit, so the paper's interval (to the top) measures that difference too."""
     from ..directions import DirectionMismatchError, load_direction
     from ..editor import EditConfig, Editor
     from .dataset import render_faces
@@ -384,7 +388,7 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
             twin_latents = editor.invert(render_faces([twins[i] for i in idx]))
             # h alone first, then each level set, from one walk of the source and twin trajectories
             plain, *levelled = h_oracle_edits(backbone, latents[idx], twin_latents, steps, t_edit, [(), *level_sets],
-                                              precision)
+                                              precision, t_edit_max=t_edit_max)
             edited[idx] = plain.clamp(-1, 1)
             for levels, images in zip(level_sets, levelled):
                 judged = reconstructions.clone()
@@ -410,7 +414,7 @@ def check_h_oracle(backbone, probe: AttributeProbe, names: Optional[Sequence[str
         for label, v in by.items():
             log(f"{name}: {label} of the exact edit: target {v['success_rate'] or 0:.2f}, "
                 f"worst kept {v['min_preserved']:.2f} ({v['worst_factor']})")
-    return {"n": n, "t_edit": t_edit, "ddim_steps": steps, "precision": precision, "directions": results,
+    return {"n": n, "t_edit": t_edit, "t_edit_max": t_edit_max, "ddim_steps": steps, "precision": precision, "directions": results,
             "level_sets": ["+".join(["h", *map(str, ls)]) for ls in level_sets], "passed": None}
 
 
