@@ -2,7 +2,7 @@
 
 For 60 validation faces and each shipped direction's texts, render the exact edit (the target
 factor changed, nothing else) and the exact edit plus one side effect (skin tone one step darker,
-the smile flipped, the hat toggled, another background), and print, over the faces the edit
+the smile flipped, the hat toggled, the eyes opened or closed, another background), and print, over the faces the edit
 changes, the image embedding change (unit embeddings) split along the text direction d_txt
 ("on") and off it ("off"), its cosine with d_txt and the directional loss -log((1 + cos) / 2).
 
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hspace.encoders import load_encoder
+from hspace.evaluation.factors import resolve_toy_target
 from hspace.objectives.clip import CLIPDirectionalLoss
 from hspace.toyworld.dataset import render_faces
 from hspace.toyworld.directions import TOY_DIRECTIONS, target_twin
@@ -44,10 +45,14 @@ def main() -> None:
             "+ skin tone": [with_factor(t, skin_tone=(t.skin_tone + 1) % 5) for t in exact],
             "+ smile flipped": [with_factor(t, smile=-t.smile) for t in exact],
             "+ hat toggled": [with_factor(t, hat=not t.hat) for t in exact],
+            "+ eyes toggled": [with_factor(t, eyes_open=not t.eyes_open) for t in exact],
             "+ background": [with_factor(t, background=faces[(i + 1) % N].background) for i, t in zip(idx, exact)],
         }
         print(f"{name} ({len(idx)} faces the edit changes)")
+        target = resolve_toy_target(spec.judged_as).factor
         for label, factors in variants.items():
+            if label.split()[1] == target.split("_")[0]:  # toggling the target itself undoes the edit
+                continue
             delta = embed(factors) - sources[idx]
             on = delta @ d
             off = (delta - on[:, None] * d).norm(dim=1)
