@@ -37,7 +37,7 @@ def load_toy_faces() -> Backbone:
         raise ModelNotAvailableError(
             f"built-in model 'toy-faces' has not been trained yet: {folder} has no "
             f"config.json + {_WEIGHTS}.\n"
-            f"Train it (about 2 h on a 2-core CPU, resumable) with:\n"
+            f"Train it (about 80 min on a 2-core CPU, resumable) with:\n"
             f"  {TRAIN_COMMAND}\n"
             f"and, if it stops early, continue with:\n"
             f"  {TRAIN_COMMAND} --resume\n"
@@ -48,7 +48,7 @@ def load_toy_faces() -> Backbone:
 
 register_builtin(
     "toy-faces",
-    "64x64 diffusers UNet2DModel trained on the built-in toy faces (eps, linear 1e-4..0.02, T=1000), "
+    "64x64 diffusers UNet2DModel trained on the built-in toy faces (predicts v, read as eps; linear 1e-4..0.02, T=1000), "
     "h [192, 8, 8]"
     + ("" if toy_faces_available() else f"; NOT TRAINED YET: run `{TRAIN_COMMAND}`"),
     load_toy_faces,
