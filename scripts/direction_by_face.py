@@ -44,6 +44,24 @@ def face_set(spec: str) -> tuple[str, int, int]:
     return spec, EVAL_SEED if name == "check" else VAL_SEED, int(start or 0)
 
 
+def inverted_set(editor, spec: str, n: int, cache_dir: Path | None):
+    """``(label, seed, start, images, latents)`` of face set ``spec`` (see :func:`face_set`), its
+    latents read from / kept in ``cache_dir`` when given (one file per set)."""
+    from hspace.toyworld.directions import face_images
+
+    label, seed, start = face_set(spec)
+    images = face_images(seed, n, start=start)
+    cache = cache_dir / f"latents-{seed}-{start}-{n}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        latents = torch.load(cache, weights_only=True)
+    else:
+        latents = editor.invert(images)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(latents, cache)
+    return label, seed, start, images, latents
+
+
 def groups_of(factors) -> list[tuple[str, str]]:
     """(factor, value label) pairs a face belongs to."""
     out = []
@@ -77,7 +95,7 @@ def main() -> None:
     from hspace.editor import EditConfig, Editor
     from hspace.outputs import make_grid
     from hspace.evaluation.factors import SMILE_STEP, resolve_toy_target
-    from hspace.toyworld.directions import TOY_DIRECTIONS, face_images
+    from hspace.toyworld.directions import TOY_DIRECTIONS
     from hspace.toyworld.faces import factors_for
     from hspace.toyworld.probe import load_probe
     from hspace.toyworld.quality import DIRECTION_CHECK_STEPS
@@ -90,16 +108,7 @@ def main() -> None:
                                          batch_size=25, precision="bf16", cache_latents=False, progress=False))
     report = {}
     for spec in args.sets:
-        label, seed, start = face_set(spec)
-        images = face_images(seed, args.n, start=start)
-        cache = args.cache_dir / f"latents-{seed}-{start}-{args.n}.pt" if args.cache_dir else None
-        if cache is not None and cache.is_file():
-            latents = torch.load(cache, weights_only=True)
-        else:
-            latents = editor.invert(images)
-            if cache is not None:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(latents, cache)
+        label, seed, start, images, latents = inverted_set(editor, spec, args.n, args.cache_dir)
         edited = editor.edit(latents, [(direction, 1.0)]).images.clamp(-1, 1)
         before, after = probe.predict_factors(images), probe.predict_factors(edited)
         stats: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # eligible, reached, kept all

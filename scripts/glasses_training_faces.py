@@ -38,12 +38,12 @@ def main() -> None:
     from hspace.evaluation.factors import evaluate_toy_edit
     from hspace.toyworld.clip_train import load_toy_clip
     from hspace.toyworld.dataset import render_faces
-    from hspace.toyworld.directions import TOY_DIRECTIONS, TRAIN_SEED, DirectionRecipe, face_images, train_direction
+    from hspace.toyworld.directions import TOY_DIRECTIONS, TRAIN_SEED, DirectionRecipe, train_direction
     from hspace.toyworld.faces import factors_for
-    from hspace.toyworld.probe import EVAL_SEED, load_probe
+    from hspace.toyworld.probe import load_probe
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from sweep_directions import VAL_SEED
+    from direction_by_face import inverted_set
 
     torch.set_num_threads(args.threads)
     backbone, clip, probe = load_backbone("toy-faces"), load_toy_clip(), load_probe()
@@ -67,16 +67,8 @@ def main() -> None:
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     editor = Editor(backbone, EditConfig(n_inv_steps=100, n_steps=100, batch_size=25, precision="bf16",
                                          cache_latents=False, progress=False))
-    for label, seed, start in (("check", EVAL_SEED, 0), ("val", VAL_SEED, 0), ("val:100", VAL_SEED, 100)):
-        faces = face_images(seed, 100, start=start)
-        cache = args.cache_dir / f"latents-{seed}-{start}-100.pt" if args.cache_dir else None
-        if cache is not None and cache.is_file():
-            judged = torch.load(cache, weights_only=True)
-        else:
-            judged = editor.invert(faces)
-            if cache is not None:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(judged, cache)
+    for spec_set in ("check", "val", "val:100"):
+        label, _, _, faces, judged = inverted_set(editor, spec_set, 100, args.cache_dir)
         edited = editor.edit(judged, [(direction, 1.0)]).images.clamp(-1, 1)
         rep = evaluate_toy_edit(probe, faces, edited, spec.judged_as, 1.0)
         kept = {f: round(p["rate"], 2) for f, p in rep["preservation"].items()}
