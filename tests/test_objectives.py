@@ -277,7 +277,7 @@ def test_off_axis_penalty_shares_the_edit_embedding_with_the_directional_loss():
            + 3.0 * clip.cos_txt * (ref_edit - p_src).abs().mean()
            + 2.0 * CLIPOffAxisPenalty(CLIPDirectionalLoss(stub(), SRC, TGT))(ref_edit, p_src, None).loss)
     ref.backward()
-    assert float(out.loss) == pytest.approx(float(ref), rel=1e-6)
+    assert float(out.loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)
     torch.testing.assert_close(p_edit.grad, ref_edit.grad)
     # a tensor changed in place, or another tensor, is encoded afresh, never matched to a stale embedding
     directional = obj.objectives[0]
