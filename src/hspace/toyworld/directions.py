@@ -289,17 +289,20 @@ def h_oracle_edits(backbone, source_latents: torch.Tensor, twin_latents: torch.T
                 if walking:  # ... in step with the edited ones
                     e_src, e_twin = (backbone.encode(to_memory_format(y, precision), tt) for y in (x_src, x_twin))
                     eps_src, eps_twin = backbone.decode(e_src).float(), backbone.decode(e_twin).float()
-                steps = []
-                for x, level in zip(xs, wanted):
-                    enc = backbone.encode(to_memory_format(x, precision), tt)
-                    eps = backbone.decode(enc)
-                    eps_edit = eps
-                    if editing:
-                        skips = tuple(s + (w - o) if s.shape[-1] in level else s
-                                      for s, o, w in zip(enc.skips, e_src.skips, e_twin.skips))
-                        h_edit = enc.h + (e_twin.h - e_src.h)
-                        eps_edit = backbone.decode(dataclasses.replace(enc, h=h_edit, skips=skips), h_edit)
-                    steps.append((eps.float(), eps_edit.float()))
+                if walking and not editing:  # above the band every edited trajectory is still the source's
+                    steps = [(eps_src, eps_src)] * len(xs)
+                else:
+                    steps = []
+                    for x, level in zip(xs, wanted):
+                        enc = backbone.encode(to_memory_format(x, precision), tt)
+                        eps = backbone.decode(enc)
+                        eps_edit = eps
+                        if editing:
+                            skips = tuple(s + (w - o) if s.shape[-1] in level else s
+                                          for s, o, w in zip(enc.skips, e_src.skips, e_twin.skips))
+                            h_edit = enc.h + (e_twin.h - e_src.h)
+                            eps_edit = backbone.decode(dataclasses.replace(enc, h=h_edit, skips=skips), h_edit)
+                        steps.append((eps.float(), eps_edit.float()))
             xs = [asymmetric_step(x, eps, eps_edit, a, a_next).x_next for x, (eps, eps_edit) in zip(xs, steps)]
             if walking:
                 x_src, x_twin = (ddim_step(y, e, a, a_next).x_next for y, e in ((x_src, eps_src), (x_twin, eps_twin)))
