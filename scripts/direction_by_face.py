@@ -25,17 +25,19 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from direction_failures import POSE, changed  # noqa: E402  (the same per-face test as that script)
+
 #: pose factors, grouped into bins of their value
 POSE_BINS = {"scale": (0.0, 0.97, 1.03, 9.0), "tilt": (-99.0, -4.0, 4.0, 99.0)}
 #: factors that are not shown per value (continuous or pose handled by POSE_BINS)
-SKIP = {"smile", "dx", "dy", "scale", "tilt"}
+SKIP = {"smile", *POSE}
 
 
 def face_set(spec: str) -> tuple[str, int, int]:
     """``check`` (the check's held-out seed) or ``val[:START]`` (the sweep's validation seed)."""
     from hspace.toyworld.probe import EVAL_SEED
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from sweep_directions import VAL_SEED
 
     name, _, start = spec.partition(":")
@@ -117,8 +119,7 @@ def main() -> None:
             if target.factor == "smile" or a[target.factor] == target.value:
                 continue  # only the plain targets here; the face already has it
             reached = b[target.factor] == target.value
-            lost = [k for k, v in a.items() if k != target.factor and k not in ("dx", "dy", "scale", "tilt")
-                    and ((abs(v - b[k]) > SMILE_STEP) if k == "smile" else v != b[k])]
+            lost = changed(a, b, target.factor, SMILE_STEP)  # the other factors the edit changed
             kept = not lost
             groups = groups_of(factors_for(seed, start + i))
             if args.picture and any(f"{k}={v}" == args.picture for k, v in groups) and len(shown) < 16:

@@ -146,6 +146,8 @@ def train_directions_command(
         raise fail(f"unknown direction(s) {unknown}; choose from {list(TOY_DIRECTIONS)}")
     if n_images < 1 or epochs < 1 or eval_n < 0 or threads < 1 or (t_edit is not None and not 0 <= t_edit <= 999) or (lr is not None and lr <= 0):
         raise fail("need --n-images >= 1, --epochs >= 1, --eval-n >= 0, --threads >= 1, 0 <= --t-edit <= 999, --lr > 0")
+    if w_off is not None and w_off < 0:
+        raise fail(f"--w-off must be >= 0, got {w_off}")
     if method not in ("clip", "mean-difference"):
         raise fail(f"--method must be clip or mean-difference, got {method!r}")
     if (model != "toy-faces" or clip != "toy-clip" or probe_name != "toy-probe" or method != "clip") and out is None:
@@ -161,8 +163,6 @@ def train_directions_command(
     if t_edit is not None:
         recipe.t_edit = t_edit
     # each direction's own rate and interval, unless an option sets one for all; checked before any work
-    if w_off is not None and w_off < 0:
-        raise fail(f"--w-off must be >= 0, got {w_off}")
     given = {k: v for k, v in (("lr", lr), ("t_edit", t_edit), ("t_edit_max", t_edit_max), ("w_off", w_off)) if v is not None}
     owns = {name: dataclasses.replace(recipe_for(TOY_DIRECTIONS[name], recipe), **given) for name in names}
     for name, own in owns.items():
