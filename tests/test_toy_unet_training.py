@@ -21,10 +21,13 @@ from hspace.toyworld.train_unet import (
     Recipe,
     build_unet,
     diffusion_loss,
+    drop_skips,
     latest_checkpoint,
+    load_init_weights,
     lowfreq_error,
     lowfreq_weight_at,
     make_scheduler,
+    step_skip_keep,
     train_unet,
 )
 
@@ -382,3 +385,103 @@ def test_cli_train_unet_never_exports_a_changed_recipe_into_the_shipped_folder(t
     assert not (tmp_path / "ck").exists()
     after = sorted((p.name, p.stat().st_mtime_ns) for p in shipped_model_dir().iterdir()) if shipped_model_dir().is_dir() else []
     assert before == after
+
+
+# --------------------------------------------------------------------------- skip dropout, init_from
+
+
+def test_drop_skips_zeroes_exactly_the_skips_of_the_chosen_decoder_levels():
+    """Up block i gets the skips of one resolution: dropping blocks 1 and 2 of the tiny U-Net equals
+    decoding with its 16 and 32 px skip activations zeroed, for the dropped face only."""
+    from hspace.backbones.diffusers_unet import DiffusersUNetBackbone
+
+    unet = build_unet(RECIPES["tiny"]().unet, seed=3).eval()
+    bb = DiffusersUNetBackbone(unet)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([300, 300])
+    with torch.no_grad():
+        plain = unet(x, t).sample
+        with drop_skips(unet, (1, 2), torch.ones(2)):
+            kept = unet(x, t).sample
+        with drop_skips(unet, (1, 2), torch.tensor([1.0, 0.0])):
+            dropped = unet(x, t).sample
+        enc = bb.encode(x, t)
+        zeroed = tuple(s * torch.tensor([1.0, 0.0]).view(-1, 1, 1, 1) if s.shape[-1] >= 16 else s for s in enc.skips)
+        want = bb.decode(type(enc)(h=enc.h, skips=zeroed, temb=enc.temb, t=enc.t, x_t=enc.x_t))
+        after = unet(x, t).sample
+    assert torch.equal(kept, plain) and torch.equal(after, plain)  # the hooks are gone afterwards
+    assert torch.equal(dropped[0], plain[0]) and not torch.allclose(dropped[1], plain[1], atol=1e-3)
+    assert torch.allclose(dropped, want, atol=1e-5), (dropped - want).abs().max()
+    assert all(not b._forward_pre_hooks for b in unet.up_blocks)
+
+
+def test_drop_skips_removes_its_hooks_when_the_forward_pass_fails():
+    unet = build_unet(RECIPES["tiny"]().unet)
+    with pytest.raises(RuntimeError), drop_skips(unet, (0,), torch.zeros(2)):
+        unet(torch.zeros(2, 5, 32, 32), torch.tensor([1, 1]))  # wrong channel count
+    assert all(not b._forward_pre_hooks for b in unet.up_blocks)
+
+
+def test_skip_keep_follows_the_recipe_and_leaves_the_noise_alone():
+    r = tiny_recipe(skip_dropout=0.25, skip_dropout_blocks=(1, 2), skip_dropout_from_step=3)
+    assert step_skip_keep(r, 2, 8) is None and step_skip_keep(tiny_recipe(), 5, 8) is None
+    k = step_skip_keep(r, 3, 4000)
+    assert set(k.unique().tolist()) == {0.0, 1.0} and abs(1 - k.mean().item() - 0.25) < 0.03
+    assert torch.equal(step_skip_keep(r, 7, 16), step_skip_keep(r, 7, 16))
+    assert not torch.equal(step_skip_keep(r, 7, 64), step_skip_keep(r, 8, 64))
+    for bad in (dict(skip_dropout=1.0, skip_dropout_blocks=(1,)), dict(skip_dropout=0.5),
+                dict(skip_dropout=0.5, skip_dropout_blocks=(3,)), dict(skip_dropout=0.5, skip_dropout_blocks=(1, 1)),
+                dict(skip_dropout=-0.1, skip_dropout_blocks=(1,))):
+        with pytest.raises(ValueError, match="skip_dropout"):
+            tiny_recipe(**bad).validate()
+    back = Recipe.from_json(json.loads(json.dumps(r.to_json())))
+    assert back == r and back.skip_dropout_blocks == (1, 2)
+    old = tiny_recipe().to_json()
+    for k in ("skip_dropout", "skip_dropout_blocks", "skip_dropout_from_step", "init_from"):
+        old.pop(k)
+    assert Recipe.from_json(old) == tiny_recipe()  # checkpoints written before these fields
+
+
+def test_skip_dropout_changes_only_the_dropped_faces_loss_terms():
+    model = build_unet(RECIPES["tiny"]().unet, seed=1)
+    acp = make_scheduler().alphas_cumprod.float()
+    g = torch.Generator().manual_seed(2)
+    x0, noise, t = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, torch.randn(2, 3, 32, 32, generator=g), torch.tensor([100, 600])
+    plain = diffusion_loss(model, x0, t, noise, acp, bf16=False)
+    same = diffusion_loss(model, x0, t, noise, acp, bf16=False, skip_blocks=(1, 2), skip_keep=torch.ones(2))
+    dropped = diffusion_loss(model, x0, t, noise, acp, bf16=False, skip_blocks=(1, 2), skip_keep=torch.zeros(2))
+    assert torch.equal(plain, same) and not torch.isclose(plain, dropped)
+    dropped.backward()
+    grads = [p.grad for p in model.up_blocks[2].parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_init_from_starts_at_an_exported_model_and_records_it(tmp_path):
+    base = train_unet(tiny_recipe(steps=2), checkpoint_dir=tmp_path / "ck0", out_dir=tmp_path / "base", progress=False)
+    r = tiny_recipe(steps=3, init_from=str(base.exported), skip_dropout=0.5, skip_dropout_blocks=(1,))
+    model = build_unet(r.unet, seed=99)
+    info = load_init_weights(model, base.exported)
+    shipped = load_file(str(base.exported / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(v, shipped[k].float()) for k, v in model.state_dict().items())
+    assert info["steps"] == 2 and len(info["sha256"]) == 64
+    part = train_unet(r, checkpoint_dir=tmp_path / "ck", progress=False, stop_at_step=1)
+    res = train_unet(r, checkpoint_dir=tmp_path / "ck", out_dir=tmp_path / "tuned", resume=True, progress=False)
+    assert part.step == 1 and res.finished
+    training = json.loads((res.exported / "training.json").read_text())
+    assert training["init"] == info and training["recipe"]["init_from"] == str(base.exported)
+    assert training["model"] == "custom"
+    with pytest.raises(ValueError, match="block_out_channels"):
+        load_init_weights(build_unet(dict(r.unet, block_out_channels=(16, 32, 48))), base.exported)
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        load_init_weights(build_unet(r.unet), tmp_path / "nothing")
+
+
+def test_skipdrop_recipe_fine_tunes_the_shipped_model():
+    r = RECIPES["toy-faces-skipdrop"]()
+    r.validate()
+    assert r.init_from == "toy-faces" and r.skip_dropout > 0
+    plain = Recipe().to_json()
+    tuned = r.to_json()
+    assert {k for k in plain if plain[k] != tuned[k]} == {"steps", "init_from", "skip_dropout", "skip_dropout_blocks"}
+    # every level loses its skips, the 8 px ones beside h included
+    assert r.skip_dropout_blocks == (0, 1, 2, 3)

@@ -104,7 +104,7 @@ TRAIN_UNET_HELP = """Train the built-in `toy-faces` diffusion model (a small dif
 
 \b
 The committed recipe (docs/toyworld.md): 64x64, widths 32/64/128/192, h = mid-block [192, 8, 8],
-eps-prediction, linear betas 1e-4..0.02, T=1000, AdamW 3e-4, batch 32, EMA 0.999, bf16
+v-prediction, linear betas 1e-4..0.02, T=1000, AdamW 3e-4, batch 32, EMA 0.999, bf16
 autocast (fp32 master weights). Checkpoints (safetensors + JSON) are written every --checkpoint-minutes and on
 stop; the finished EMA model is exported in float16 to the shipped folder
 (src/hspace/data/models/toy-faces), where `--model toy-faces` finds it.
@@ -122,7 +122,7 @@ Examples:
                       short_help="Train the built-in toy-faces diffusion model (resumable).")
 @handle_errors
 def train_unet_command(
-    recipe_name: Annotated[str, typer.Option("--recipe", help="Recipe: toy-faces (the shipped model: v-prediction, 1 norm group, 4500 steps), toy-faces-eps (the eps model shipped until 2026-11-26), toy-faces-1group (eps, 1 norm group + the low-frequency term, 7000 steps), toy-faces-v-32groups (v with the eps model's 32 norm groups), toy-faces-deep-h (eps; no attention at 16 px, a wider 8x8 level: tried for an h that carries more of the edits, it did not) or tiny (smoke runs).")] = "toy-faces",
+    recipe_name: Annotated[str, typer.Option("--recipe", help="Recipe: toy-faces (the shipped model: v-prediction, 1 norm group, 4500 steps), toy-faces-eps (the eps model shipped until 2026-11-26), toy-faces-1group (eps, 1 norm group + the low-frequency term, 7000 steps), toy-faces-v-32groups (v with the eps model's 32 norm groups), toy-faces-deep-h (eps; no attention at 16 px, a wider 8x8 level: tried for an h that carries more of the edits, it did not), toy-faces-skipdrop (the shipped model fine-tuned with half the faces' 16-64 px skips dropped, so that h carries more: docs/toyworld.md) or tiny (smoke runs).")] = "toy-faces",
     steps: Annotated[Optional[int], typer.Option("--steps", help="Total training steps (default: the recipe's; may be raised on --resume).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --checkpoint-dir.")] = False,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop cleanly with a checkpoint after this many minutes.")] = None,

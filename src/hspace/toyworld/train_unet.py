@@ -33,6 +33,7 @@ Command line: ``hspace toyworld train-unet`` (or ``scripts/train_toy_unet.sh``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import json
@@ -46,7 +47,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,7 @@ __all__ = [
     "build_unet",
     "default_checkpoint_dir",
     "diffusion_loss",
+    "drop_skips",
     "lowfreq_error",
     "lowfreq_weight_at",
     "export_model",
@@ -166,6 +168,18 @@ class Recipe:
     # model's error reaches P_t times sqrt(1 - abar) <= 1 (docs/toyworld.md, "v-prediction").
     prediction_type: str = "v_prediction"
     channels_last: bool = False  # slower here: GroupNorm backward in channels_last dominates
+    # skip dropout: from ``skip_dropout_from_step`` on, each training face has its decoder's skip
+    # inputs in ``up_blocks[i]`` (i in ``skip_dropout_blocks``) zeroed with this probability, so
+    # the decoder must learn to draw those faces from the 8x8 path, h included. Tried so that h
+    # carries the eyes and the glasses, which the shipped model draws from its 16-64 px skips
+    # (docs/toyworld.md, "Skip dropout"). 0: the plain U-Net (the shipped model).
+    skip_dropout: float = 0.0
+    skip_dropout_blocks: tuple[int, ...] = ()
+    skip_dropout_from_step: int = 0
+    # start from the weights of this exported model folder (diffusers layout, e.g. the shipped
+    # toy-faces, named "toy-faces") instead of a fresh initialisation; "" starts fresh. The
+    # optimizer and the EMA start from there (as at step 0).
+    init_from: str = ""
 
     @property
     def image_size(self) -> int:
@@ -176,6 +190,7 @@ class Recipe:
         d["unet"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["unet"].items()}
         d["adam_betas"] = list(d["adam_betas"])
         d["lowfreq_schedule"] = [list(p) for p in d["lowfreq_schedule"]]
+        d["skip_dropout_blocks"] = list(d["skip_dropout_blocks"])
         return d
 
     @classmethod
@@ -189,6 +204,8 @@ class Recipe:
             d["adam_betas"] = tuple(d["adam_betas"])
         if "lowfreq_schedule" in d:
             d["lowfreq_schedule"] = tuple(tuple(p) for p in d["lowfreq_schedule"])
+        if "skip_dropout_blocks" in d:
+            d["skip_dropout_blocks"] = tuple(d["skip_dropout_blocks"])
         if "unet" in d:
             d["unet"] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["unet"].items()}
         d.setdefault("prediction_type", "epsilon")  # written before the field existed: all eps
@@ -213,6 +230,15 @@ class Recipe:
                              f"lowfreq_from_step={self.lowfreq_from_step}, got {self.lowfreq_schedule!r}")
         if self.seed < 0 or self.data_seed < 0:
             raise ValueError("seed and data_seed must be >= 0")
+        n_up = len(self.unet.get("up_block_types", ()))
+        if not 0 <= self.skip_dropout < 1 or self.skip_dropout_from_step < 0:
+            raise ValueError(f"skip_dropout must be in [0, 1) and skip_dropout_from_step >= 0, got "
+                             f"{self.skip_dropout}, {self.skip_dropout_from_step}")
+        blocks = self.skip_dropout_blocks
+        if any(not 0 <= int(i) < n_up for i in blocks) or len(set(blocks)) != len(blocks):
+            raise ValueError(f"skip_dropout_blocks must be distinct indices of the {n_up} up blocks, got {blocks!r}")
+        if self.skip_dropout > 0 and not blocks:
+            raise ValueError("skip_dropout > 0 needs skip_dropout_blocks (which up blocks lose their skip inputs)")
 
 
 #: Named recipes: ``toy-faces`` (the shipped model), the runs tried on the way (docs/toyworld.md)
@@ -235,6 +261,11 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
         TOY_FACES_UNET, norm_num_groups=32, block_out_channels=(32, 64, 128, 256),
         down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"))),
+    # the shipped model fine-tuned with skip dropout: half the faces lose all their skips (8-64 px),
+    # so the decoder must draw them from h alone. All four levels: the h oracle gets glasses with
+    # h and the 8 px skips beside it (docs/toyworld.md, "Skip dropout")
+    "toy-faces-skipdrop": lambda: Recipe(steps=2000, init_from="toy-faces", skip_dropout=0.5,
+                                         skip_dropout_blocks=(0, 1, 2, 3)),
     "tiny": lambda: Recipe(unet=dict(TINY_UNET), steps=200, batch_size=8, warmup_steps=10, supersample=2),
 }
 
@@ -368,6 +399,16 @@ def _step_noise(recipe: Recipe, step: int, shape: torch.Size, T: int) -> tuple[t
     return t, noise
 
 
+def step_skip_keep(recipe: Recipe, step: int, batch: int) -> Optional[torch.Tensor]:
+    """Which faces of ``step`` keep their skips (``[batch]`` of 0/1), or None where the recipe
+    drops none at that step. A pure function of ``(recipe.seed, step)``, drawn from its own
+    generator, so the noise and timesteps of every step are those of the same recipe without it."""
+    if recipe.skip_dropout <= 0 or step < recipe.skip_dropout_from_step:
+        return None
+    g = torch.Generator().manual_seed((recipe.seed * 1_000_003 + step * 7919 + 424242) % (2**63 - 1))
+    return (torch.rand(batch, generator=g) >= recipe.skip_dropout).float()
+
+
 def lr_at(recipe: Recipe, step: int) -> float:
     """Linear warm-up to ``lr`` over ``warmup_steps``, then constant."""
     if recipe.warmup_steps <= 0:
@@ -399,20 +440,48 @@ def lowfreq_error(err: torch.Tensor, a: torch.Tensor, cap: float) -> torch.Tenso
     return torch.stack(terms).mean()
 
 
+@contextlib.contextmanager
+def drop_skips(model: UNet2DModel, blocks: Sequence[int], keep: Optional[torch.Tensor]) -> Iterator[None]:
+    """While active, the skip inputs of ``model.up_blocks[i]`` for ``i`` in ``blocks`` (diffusers'
+    ``res_hidden_states_tuple``: on toy-faces block 0 gets the 8 px skips, 1 the 16 px, 2 the 32 px,
+    3 the 64 px) are multiplied by ``keep`` (``[B]``, 1 keeps a face's skips, 0 zeroes them).
+    ``keep=None`` or no blocks changes nothing."""
+    if keep is None or not blocks:
+        yield
+        return
+    scale = keep.view(-1, 1, 1, 1)
+
+    def hook(module, args, kwargs):  # noqa: ARG001
+        if len(args) > 1:
+            res = tuple(r * scale.to(r.dtype) for r in args[1])
+            return (args[0], res, *args[2:]), kwargs
+        res = tuple(r * scale.to(r.dtype) for r in kwargs["res_hidden_states_tuple"])
+        return args, {**kwargs, "res_hidden_states_tuple": res}
+
+    handles = [model.up_blocks[int(i)].register_forward_pre_hook(hook, with_kwargs=True) for i in blocks]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def diffusion_loss(model: UNet2DModel, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                    alphas_cumprod: torch.Tensor, *, bf16: bool = True, channels_last: bool = False,
                    lowfreq_weight: float = 0.0, lowfreq_cap: float = 1000.0,
-                   prediction_type: str = "epsilon") -> torch.Tensor:
+                   prediction_type: str = "epsilon", skip_keep: Optional[torch.Tensor] = None,
+                   skip_blocks: Sequence[int] = ()) -> torch.Tensor:
     """The DDPM loss ``mse(model(x_t, t), target)`` (fp32), with bf16 autocast if asked: the target
     is the noise (``epsilon``) or ``v = sqrt(a) noise - sqrt(1 - a) x0`` (``v_prediction``). Plus
     ``lowfreq_weight`` x :func:`lowfreq_error` of the eps error the prediction implies (the forward
-    process is the same; only the weighting of the coarse errors changes)."""
+    process is the same; only the weighting of the coarse errors changes). ``skip_keep`` /
+    ``skip_blocks``: the faces whose skips into those up blocks are zeroed (:func:`drop_skips`)."""
     _check_prediction_type(prediction_type)  # before the forward pass
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
     if channels_last:
         xt = xt.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16), drop_skips(model, skip_blocks, skip_keep):
         pred = model(xt, t).sample
     if prediction_type == "v_prediction":
         err = pred.float() - (a.sqrt() * noise - (1 - a).sqrt() * x0)
@@ -484,6 +553,32 @@ def save_checkpoint(ckpt_dir: Path, *, recipe: Recipe, step: int, model, ema, op
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def load_init_weights(model: UNet2DModel, folder: str | Path) -> dict:
+    """Load the weights of the exported model in ``folder`` (diffusers layout, as
+    :func:`export_model` writes it; ``"toy-faces"``: the shipped model) into ``model``, whose config must match the folder's.
+    Returns what to record about them (path, sha256 of the weights file, its steps)."""
+    import hashlib
+
+    folder = shipped_model_dir() if str(folder) == "toy-faces" else Path(folder).expanduser()
+    weights, config = folder / "diffusion_pytorch_model.safetensors", folder / "config.json"
+    if not (weights.is_file() and config.is_file()):
+        raise FileNotFoundError(f"init_from: {folder} holds no exported model (config.json and "
+                                "diffusion_pytorch_model.safetensors); train or export one first")
+    theirs = json.loads(config.read_text(encoding="utf-8"))
+    ours = dict(model.config)
+    differ = {k: (theirs.get(k), v) for k, v in ours.items() if not k.startswith("_") and k in theirs
+              and (list(v) if isinstance(v, tuple) else v) != theirs[k]}
+    if differ:
+        raise ValueError(f"init_from: {config} describes another U-Net than the recipe's: "
+                         + "; ".join(f"{k}: folder {a!r} vs recipe {b!r}" for k, (a, b) in differ.items()))
+    _load_into(model, load_file(str(weights)), str(weights))
+    info: dict = {"path": str(folder), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    training = folder / "training.json"
+    if training.is_file():
+        info["steps"] = json.loads(training.read_text(encoding="utf-8")).get("steps")
+    return info
 
 
 def _load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -595,6 +690,10 @@ def _check_resumable(saved: Recipe, recipe: Recipe, step: int) -> None:
         )
 
 
+def _on(x: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+    return None if x is None else x.to(device)
+
+
 def optimisation_step(model: UNet2DModel, optimizer: torch.optim.Optimizer, recipe: Recipe, step: int,
                       x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
                       bf16: bool = True) -> torch.Tensor:
@@ -605,7 +704,8 @@ def optimisation_step(model: UNet2DModel, optimizer: torch.optim.Optimizer, reci
         g["lr"] = lr_at(recipe, step)
     loss = diffusion_loss(model, x0, t, noise, alphas_cumprod, bf16=bf16, channels_last=recipe.channels_last,
                           lowfreq_weight=lowfreq_weight_at(recipe, step), lowfreq_cap=recipe.lowfreq_cap,
-                          prediction_type=recipe.prediction_type)
+                          prediction_type=recipe.prediction_type, skip_blocks=recipe.skip_dropout_blocks,
+                          skip_keep=_on(step_skip_keep(recipe, step, x0.shape[0]), x0.device))
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint is intact")
     optimizer.zero_grad(set_to_none=True)
@@ -666,7 +766,11 @@ def train_unet(
     bf16 = recipe.precision == "bf16"
     mf = torch.channels_last if recipe.channels_last else torch.contiguous_format
 
-    model = build_unet(recipe.unet, seed=recipe.seed).to(dev).to(memory_format=mf).train()
+    model = build_unet(recipe.unet, seed=recipe.seed)
+    init_info = None
+    if recipe.init_from and not resume:  # on resume the checkpoint holds the weights
+        init_info = load_init_weights(model, recipe.init_from)
+    model = model.to(dev).to(memory_format=mf).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=tuple(recipe.adam_betas),
                                   weight_decay=recipe.weight_decay)
@@ -685,6 +789,7 @@ def train_unet(
         step = int(state["step"])
         _check_resumable(Recipe.from_json(state["recipe"]), recipe, step)
         prior_seconds = float(state.get("train_seconds_total", 0.0))
+        init_info = state.get("init")
         _load_into(model, load_file(str(existing / "model.safetensors")), "model.safetensors")
         _load_into(ema, load_file(str(existing / "ema.safetensors")), "ema.safetensors")
         opt = load_file(str(existing / "optimizer.safetensors"))
@@ -736,6 +841,7 @@ def train_unet(
             "device": str(dev),
             "host": platform.node(),
             "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            **({"init": init_info} if init_info else {}),
         }
 
     bar = tqdm(total=target, initial=step, disable=not progress, desc="train toy-faces unet", unit="step",
