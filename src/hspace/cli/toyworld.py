@@ -133,6 +133,7 @@ def train_unet_command(
     threads: Annotated[int, typer.Option("--threads", help="torch threads (0: torch's default). 1 is the default: with 2 on a busy 2-core machine OpenMP spin-waits (measured 13.9 vs 1.6 s/step); try 2 only on an idle machine.")] = 1,
     precision: Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast, fp32 master weights) or fp32.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Override the recipe's batch size (changes the recipe: no --resume across it).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Override the recipe's learning rate (changes the recipe, so it needs --out).")] = None,
     skip_dropout: Annotated[Optional[float], typer.Option("--skip-dropout", help="Override the recipe's skip dropout probability (0 <= P < 1; changes the recipe, so it needs --out). For toy-faces-skipdrop, 0 is the plain fine-tune it is compared with.")] = None,
     data_workers: Annotated[int, typer.Option("--data-workers", help="Processes that render batches ahead (0: one thread, enough on a CPU). A GPU trains faster than one core renders (about 500 faces/s): give it several.")] = 0,
     export_unfinished: Annotated[bool, typer.Option("--export-unfinished", help="Export the EMA model to --out also when the run stops early (--max-minutes, Ctrl-C); training.json records the steps done. Needs --out.")] = False,
@@ -144,7 +145,8 @@ def train_unet_command(
     recipe = RECIPES[recipe_name]()
     changed = [name for name, given, own in (("--steps", steps, recipe.steps), ("--batch-size", batch_size, recipe.batch_size),
                                               ("--precision", precision, recipe.precision),
-                                              ("--skip-dropout", skip_dropout, recipe.skip_dropout)) if given is not None and given != own]
+                                              ("--skip-dropout", skip_dropout, recipe.skip_dropout),
+                                              ("--lr", lr, recipe.lr)) if given is not None and given != own]
     if changed and out is None:
         raise fail(f"{', '.join(changed)} change the recipe, so the model would not be the shipped one: pass --out DIR "
                    "(only the committed recipe exports into the shipped folder)")
@@ -158,6 +160,8 @@ def train_unet_command(
         recipe.batch_size = batch_size
     if skip_dropout is not None:
         recipe.skip_dropout = skip_dropout
+    if lr is not None:
+        recipe.lr = lr
     if max_minutes is not None and max_minutes <= 0:
         raise fail(f"--max-minutes must be > 0, got {max_minutes}")
     if data_workers < 0:
@@ -197,6 +201,8 @@ def train_unet_command(
             again.append(f"--precision {precision}")
         if skip_dropout is not None:
             again.append(f"--skip-dropout {skip_dropout}")
+        if lr is not None:
+            again.append(f"--lr {lr}")
         if checkpoint_dir != default_checkpoint_dir():
             again.append(f"--checkpoint-dir {checkpoint_dir}")
         if out != shipped_model_dir():
