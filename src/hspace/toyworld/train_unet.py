@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -69,8 +70,10 @@ __all__ = [
     "lowfreq_weight_at",
     "export_model",
     "latest_checkpoint",
+    "load_init_weights",
     "make_scheduler",
     "optimisation_step",
+    "step_skip_keep",
     "train_unet",
     "RECIPES",
 ]
@@ -170,9 +173,10 @@ class Recipe:
     channels_last: bool = False  # slower here: GroupNorm backward in channels_last dominates
     # skip dropout: from ``skip_dropout_from_step`` on, each training face has its decoder's skip
     # inputs in ``up_blocks[i]`` (i in ``skip_dropout_blocks``) zeroed with this probability, so
-    # the decoder must learn to draw those faces from the 8x8 path, h included. Tried so that h
-    # carries the eyes and the glasses, which the shipped model draws from its 16-64 px skips
-    # (docs/toyworld.md, "Skip dropout"). 0: the plain U-Net (the shipped model).
+    # the decoder must learn to draw those faces from what is left (all four levels: from h
+    # alone). Tried so that h carries the eyes and the glasses, which the shipped model draws from
+    # its skips: it does, and it then carries the rest of the face too, so directions trained on
+    # it keep less (docs/toyworld.md, "Skip dropout"). 0: the plain U-Net (the shipped model).
     skip_dropout: float = 0.0
     skip_dropout_blocks: tuple[int, ...] = ()
     skip_dropout_from_step: int = 0
@@ -557,10 +561,9 @@ def save_checkpoint(ckpt_dir: Path, *, recipe: Recipe, step: int, model, ema, op
 
 def load_init_weights(model: UNet2DModel, folder: str | Path) -> dict:
     """Load the weights of the exported model in ``folder`` (diffusers layout, as
-    :func:`export_model` writes it; ``"toy-faces"``: the shipped model) into ``model``, whose config must match the folder's.
-    Returns what to record about them (path, sha256 of the weights file, its steps)."""
-    import hashlib
-
+    :func:`export_model` writes it; ``"toy-faces"``: the shipped model) into ``model``, whose
+    config must match the folder's. Returns what to record about them (path, sha256 of the
+    weights file, its steps)."""
     folder = shipped_model_dir() if str(folder) == "toy-faces" else Path(folder).expanduser()
     weights, config = folder / "diffusion_pytorch_model.safetensors", folder / "config.json"
     if not (weights.is_file() and config.is_file()):
