@@ -143,25 +143,19 @@ def train_unet_command(
     if recipe_name not in RECIPES:
         raise fail(f"unknown --recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]()
-    changed = [name for name, given, own in (("--steps", steps, recipe.steps), ("--batch-size", batch_size, recipe.batch_size),
-                                              ("--precision", precision, recipe.precision),
-                                              ("--skip-dropout", skip_dropout, recipe.skip_dropout),
-                                              ("--lr", lr, recipe.lr)) if given is not None and given != own]
+    # (option, recipe field, value given): each changes the recipe, is applied to it, and is repeated
+    # in the command that continues a stopped run
+    overrides = [(flag, name, given) for flag, name, given in (
+        ("--steps", "steps", steps), ("--batch-size", "batch_size", batch_size), ("--precision", "precision", precision),
+        ("--skip-dropout", "skip_dropout", skip_dropout), ("--lr", "lr", lr)) if given is not None]
+    changed = [flag for flag, name, given in overrides if given != getattr(recipe, name)]
     if changed and out is None:
         raise fail(f"{', '.join(changed)} change the recipe, so the model would not be the shipped one: pass --out DIR "
                    "(only the committed recipe exports into the shipped folder)")
-    if steps is not None:
-        if steps < 1:
-            raise fail(f"--steps must be >= 1, got {steps}")
-        recipe.steps = steps
-    if precision is not None:
-        recipe.precision = precision
-    if batch_size is not None:
-        recipe.batch_size = batch_size
-    if skip_dropout is not None:
-        recipe.skip_dropout = skip_dropout
-    if lr is not None:
-        recipe.lr = lr
+    if steps is not None and steps < 1:
+        raise fail(f"--steps must be >= 1, got {steps}")
+    for _, name, given in overrides:
+        setattr(recipe, name, given)
     if max_minutes is not None and max_minutes <= 0:
         raise fail(f"--max-minutes must be > 0, got {max_minutes}")
     if data_workers < 0:
@@ -193,16 +187,7 @@ def train_unet_command(
         again = ["hspace toyworld train-unet", "--resume"]
         if recipe_name != "toy-faces":
             again.append(f"--recipe {recipe_name}")
-        if steps is not None:
-            again.append(f"--steps {steps}")
-        if batch_size is not None:
-            again.append(f"--batch-size {batch_size}")
-        if precision is not None:
-            again.append(f"--precision {precision}")
-        if skip_dropout is not None:
-            again.append(f"--skip-dropout {skip_dropout}")
-        if lr is not None:
-            again.append(f"--lr {lr}")
+        again += [f"{flag} {given}" for flag, _, given in overrides]
         if checkpoint_dir != default_checkpoint_dir():
             again.append(f"--checkpoint-dir {checkpoint_dir}")
         if out != shipped_model_dir():

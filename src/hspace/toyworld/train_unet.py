@@ -455,14 +455,13 @@ def drop_skips(model: UNet2DModel, blocks: Sequence[int], keep: Optional[torch.T
         return
     scale = keep.view(-1, 1, 1, 1)
 
-    def hook(module, args, kwargs):  # noqa: ARG001
-        if len(args) > 1:
-            res = tuple(r * scale.to(r.dtype) for r in args[1])
-            return (args[0], res, *args[2:]), kwargs
-        res = tuple(r * scale.to(r.dtype) for r in kwargs["res_hidden_states_tuple"])
-        return args, {**kwargs, "res_hidden_states_tuple": res}
+    def hook(module, args):  # noqa: ARG001
+        if len(args) < 2:  # UNet2DModel passes (hidden_states, res_hidden_states_tuple, temb)
+            raise RuntimeError("drop_skips: this diffusers version calls the up blocks differently; skips not found")
+        res = tuple(r * scale.to(r.dtype) for r in args[1])
+        return (args[0], res, *args[2:])
 
-    handles = [model.up_blocks[int(i)].register_forward_pre_hook(hook, with_kwargs=True) for i in blocks]
+    handles = [model.up_blocks[int(i)].register_forward_pre_hook(hook) for i in blocks]
     try:
         yield
     finally:
@@ -693,10 +692,6 @@ def _check_resumable(saved: Recipe, recipe: Recipe, step: int) -> None:
         )
 
 
-def _on(x: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
-    return None if x is None else x.to(device)
-
-
 def optimisation_step(model: UNet2DModel, optimizer: torch.optim.Optimizer, recipe: Recipe, step: int,
                       x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
                       bf16: bool = True) -> torch.Tensor:
@@ -705,10 +700,11 @@ def optimisation_step(model: UNet2DModel, optimizer: torch.optim.Optimizer, reci
     non-finite loss raises before the weights change. (The EMA update is the caller's.)"""
     for g in optimizer.param_groups:
         g["lr"] = lr_at(recipe, step)
+    keep = step_skip_keep(recipe, step, x0.shape[0])
     loss = diffusion_loss(model, x0, t, noise, alphas_cumprod, bf16=bf16, channels_last=recipe.channels_last,
                           lowfreq_weight=lowfreq_weight_at(recipe, step), lowfreq_cap=recipe.lowfreq_cap,
                           prediction_type=recipe.prediction_type, skip_blocks=recipe.skip_dropout_blocks,
-                          skip_keep=_on(step_skip_keep(recipe, step, x0.shape[0]), x0.device))
+                          skip_keep=None if keep is None else keep.to(x0.device))
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint is intact")
     optimizer.zero_grad(set_to_none=True)
