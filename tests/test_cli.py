@@ -112,6 +112,36 @@ def test_edit_fails_when_every_image_fails(world):
     assert "broken.png" in assert_one_line_error(result, 1)
 
 
+@pytest.mark.parametrize("verb", ["edit", "invert", "train", "difference", "interval"])
+def test_device_that_is_not_here_is_one_line_error(world, verb):
+    # every verb that runs the model takes --device; a device this machine lacks (or a malformed
+    # name) is refused before any work, naming the option
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal is for one without")
+    base = {"edit": ["-i", str(world["imgs"] / "a.png"), "-d", str(world["good"]), "-o", str(world["root"] / "dev")],
+            "invert": ["-i", str(world["imgs"] / "a.png"), "-o", str(world["root"] / "dev")],
+            "train": ["--source", "a", "--target", "b", "--noise", "1", "-o", str(world["root"] / "dev.safetensors")],
+            "difference": ["--from", str(world["imgs"] / "a.png"), "--to", str(world["imgs"] / "b.png"),
+                           "-o", str(world["root"] / "dev.safetensors")],
+            "interval": ["-i", str(world["imgs"] / "a.png")]}[verb]
+    for device, says in (("cuda", "CUDA is not available"), ("gpu0", "device must be like")):
+        line = assert_one_line_error(run(verb, "-m", "tiny-random", *base, "--device", device), 2)
+        assert f"--device {device}" in line and says in line
+    assert not (world["root"] / "dev").exists() and not (world["root"] / "dev.safetensors").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent GPU machine)")
+def test_edit_on_the_gpu_matches_the_cpu(world, tmp_path):
+    outs = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        result = run("edit", "-m", "tiny-random", "-i", str(world["imgs"] / "a.png"), "-d", str(world["good"]),
+                     "-o", str(out), "--device", device, *FAST)
+        assert result.exit_code == 0, result.output
+        outs[device] = np.asarray(Image.open(out / "a_edited.png"), dtype=np.int16)
+    assert np.abs(outs["cpu"] - outs["cuda"]).max() <= 2  # kernels differ in the last bits
+
+
 def test_direction_mismatch_names_both_shapes(world):
     result = run("edit", "-m", "tiny-random", "-i", str(world["imgs"] / "a.png"), "-d", str(world["bad"]),
                  "-o", str(world["root"] / "mismatch"), *FAST)

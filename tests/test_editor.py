@@ -151,3 +151,21 @@ def test_editing_band_edits_only_inside_it(tame_backbone, tmp_path):
     with pytest.raises(ValueError, match="below t_edit"):
         global_dir(tame_backbone, t_edit=600, t_edit_max=500)
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent GPU machine)")
+def test_editor_runs_where_the_backbone_runs(tame_backbone):
+    # images and directions on the CPU, the backbone on the GPU: results come back on the CPU and
+    # match the CPU run (the CLI's --device cuda relies on this)
+    import copy
+
+    x, d = images(), global_dir(tame_backbone)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        bb = copy.deepcopy(tame_backbone).to(device)
+        ed = Editor(bb, cfg(cache_latents=False))
+        lat = ed.invert(x)
+        runs[device] = (lat, ed.edit(lat, [(d, 1.0)]).images, ed.reconstruct(lat))
+        assert all(v.device.type == "cpu" for v in runs[device])
+    for a, b in zip(runs["cpu"], runs["cuda"]):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)

@@ -183,7 +183,9 @@ class Editor:
     """Edits images with h-space directions on one backbone.
 
     Args:
-        backbone: the frozen model.
+        backbone: the frozen model, on any device (``load_backbone(..., device="cuda")``).
+            Images and latents are moved to it for the network and come back on the device
+            they were given on (usually the CPU).
         config: run settings.
 
     Example:
@@ -228,7 +230,7 @@ class Editor:
         bar = tqdm(total=len(todo), desc="invert", unit="img", disable=not self.config.progress or not todo)
         for sl in self._batches(len(todo)):
             idx = todo[sl]
-            lat = invert(self.backbone, images[idx], n).latents
+            lat = invert(self.backbone, images[idx].to(self.backbone.device), n).latents.to(images.device)
             for j, i in enumerate(idx):
                 out[i] = lat[j]
                 if self.latent_cache is not None:
@@ -240,28 +242,30 @@ class Editor:
     def _run(self, latents: torch.Tensor, delta: Direction | None, phases: Phases, desc: str,
              clip_x0: bool = False) -> torch.Tensor:
         self._check_images(latents, "latents")
+        device = self.backbone.device  # the network's; results come back to the caller's
         chunks = []
         bar = tqdm(total=latents.shape[0], desc=desc, unit="img", disable=not self.config.progress)
         for sl in self._batches(latents.shape[0]):
             gens = [torch.Generator().manual_seed(self.config.seed + i) for i in range(sl.start, sl.stop)]
             chunks.append(
                 generate(
-                    self.backbone, latents[sl], self.config.n_steps, delta=delta, phases=phases,
+                    self.backbone, latents[sl].to(device), self.config.n_steps, delta=delta, phases=phases,
                     generator=gens, precision=self.config.precision, joint_decode=self.config.joint_decode,
                     clip_x0=clip_x0,
-                )
+                ).to(latents.device)
             )
             bar.update(sl.stop - sl.start)
         bar.close()
         return torch.cat(chunks)
 
     def combine(self, directions: Sequence[tuple[Direction, float]]) -> Direction:
-        """Check each direction fits, rescale for the step count, and compose (1/sqrt(N) rule)."""
+        """Check each direction fits, rescale for the step count, and compose (1/sqrt(N) rule).
+        Directions that are modules are moved (in place) to the backbone's device."""
         if not directions:
             raise ValueError("give at least one (direction, strength) pair")
         for d, _ in directions:
             check_direction_fits(d, self.backbone)
-        return rescale_for_steps(ComposedDirection(list(directions)), self.config.n_steps)
+        return rescale_for_steps(ComposedDirection(list(directions)).to(self.backbone.device), self.config.n_steps)
 
     def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
         """Plain DDIM generation from latents (no edit, no boosting): the inversion's reconstruction."""

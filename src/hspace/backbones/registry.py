@@ -42,6 +42,7 @@ __all__ = [
     "register_builtin",
     "list_models",
     "load_backbone",
+    "resolve_device",
     "load_diffusers_folder",
     "tiny_random_unet",
 ]
@@ -391,7 +392,12 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return dtype
 
 
-def _resolve_device(device: torch.device | str) -> torch.device:
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``device`` as a :class:`torch.device` that is available here.
+
+    Raises:
+        ValueError: a malformed name, or CUDA / MPS asked for where there is none.
+    """
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -439,7 +445,7 @@ def load_backbone(
             (the message says which file, where to get it and where to put it).
     """
     dtype = _resolve_dtype(dtype)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     name = str(model).strip() if not isinstance(model, Path) else str(model)
     if not name:
         raise ValueError(f"model is empty; {_accepted_forms()}")

@@ -191,17 +191,30 @@ INV_STEPS_HELP = "DDIM inversion steps (float32 always; default: the paper's 40;
 OVERWRITE_HELP = "Write into an existing non-empty output folder / replace an existing file (never an input)."
 BF16_HELP = "Run the U-Net under bf16 autocast (2-5x faster on CPUs with AMX; outputs move ~1%). Default: float32."
 SEED_HELP = "Noise seed; image i uses seed + i, so batching never changes results."
+DEVICE_HELP = ("Where the networks run: cpu, cuda, cuda:N or mps. Images are read and written on the CPU; "
+               "inversion stays float32 wherever it runs.")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def load_model(model: str):
-    """Load a backbone and say what it is (plainly, when the weights are random)."""
-    from ..backbones.registry import list_models, load_backbone
+def load_model(model: str, device: str = "cpu"):
+    """Load a backbone onto ``device`` and say what it is (plainly, when the weights are random).
 
+    A device that is not here fails with the option's name; running on the CPU while a GPU is
+    here says so, once, since that is rarely what the user wants."""
+    import torch
+
+    from ..backbones.registry import list_models, load_backbone, resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except ValueError as err:
+        raise fail(f"--device {device}: {err}") from err
     builtin = list_models()
-    bb = load_backbone(model)
+    bb = load_backbone(model, device=dev)
+    if bb.device.type == "cpu" and torch.cuda.is_available():
+        notice("running on the CPU although a CUDA GPU is here; pass --device cuda to use it")
     desc = builtin.get(model)
     if desc is not None:
         notice(f"model {model}: {desc}")
@@ -343,6 +356,7 @@ OutputDirOption = Annotated[
 InputOption = Annotated[Optional[list[Path]], typer.Option("--input", "-i", metavar="PATH", help=INPUT_HELP, show_default=False)]
 ExtraInputs = Annotated[Optional[list[Path]], typer.Argument(metavar="PATH", help="More input images or folders.", show_default=False)]
 OverwriteDirOption = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
+DeviceOption = Annotated[str, typer.Option("--device", metavar="DEVICE", help=DEVICE_HELP)]
 
 
 def clip_for_model(clip: str | None, model: str) -> str:

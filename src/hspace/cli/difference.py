@@ -44,6 +44,7 @@ def difference_command(
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per network batch.")] = 8,
     bf16: Annotated[bool, typer.Option("--bf16", help=common.BF16_HELP)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+    device: common.DeviceOption = "cpu",
 ) -> None:
     from ..directions import mean_difference_direction, save_direction
     from ..editor import EditConfig, Editor
@@ -62,7 +63,7 @@ def difference_command(
         notice(f"note: direction files are safetensors; {output.name} does not end in .safetensors")
     output = safe_path(output, overwrite, protected=set(from_paths) | set(to_paths))  # refuse before any work
 
-    backbone = common.load_model(model)
+    backbone = common.load_model(model, device)
     inv_steps = common.ddim_steps_for(model, inv_steps)
     editor = Editor(backbone, EditConfig(n_inv_steps=inv_steps, n_steps=steps, batch_size=batch_size,
                                          progress=common.progress()))

@@ -78,6 +78,7 @@ def edit_command(
         typer.Option("--reconstruct/--no-reconstruct", help="Add the unedited reconstruction column to grid.png (one more generation per image)."),
     ] = False,
     overwrite: common.OverwriteDirOption = False,
+    device: common.DeviceOption = "cpu",
 ) -> None:
     from ..directions import load_direction, read_direction_header
     from ..editor import EditConfig, Editor
@@ -96,7 +97,7 @@ def edit_command(
     )
     paths = common.gather_inputs(input, extra_inputs)
     common.check_output_dir(output, overwrite)
-    backbone = common.load_model(model)
+    backbone = common.load_model(model, device)
     pairs, headers = [], []
     for path, strength in specs:
         d = load_direction(path, backbone=backbone)  # checks it fits; names both shapes if not

@@ -98,6 +98,7 @@ def interval_command(
     clip: Annotated[Optional[str], typer.Option("--clip", metavar="ID_OR_PATH", help="CLIP model for cos_txt: a hub id, a local folder, 'toy-clip' or 'tiny-random-clip'. Default: toy-clip for --model toy-faces, else openai/clip-vit-base-patch16.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per inversion batch.")] = 8,
     refresh: Annotated[bool, typer.Option("--refresh", help="Measure again even if curves are cached (needs --input).")] = False,
+    device: common.DeviceOption = "cpu",
 ) -> None:
     from ..interval import choose_interval, get_or_measure_curves, resolve_preset
 
@@ -114,7 +115,7 @@ def interval_command(
         return
     if model is None:
         raise common.fail("give --model (with --input to measure, or cached curves), or --preset NAME")
-    backbone = common.load_model(model)
+    backbone = common.load_model(model, device)
     images = None
     paths = common.gather_inputs(input, extra_inputs, required=False)
     if paths:

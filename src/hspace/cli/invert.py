@@ -40,6 +40,7 @@ def invert_command(
         bool, typer.Option("--reconstruct/--no-reconstruct", help="Generate back from x_T and report PSNR vs the input.")
     ] = True,
     overwrite: common.OverwriteDirOption = False,
+    device: common.DeviceOption = "cpu",
 ) -> None:
     from safetensors.torch import save_file
 
@@ -52,7 +53,7 @@ def invert_command(
     config = EditConfig(n_inv_steps=steps, n_steps=steps, batch_size=batch_size, progress=common.progress())
     paths = common.gather_inputs(input, extra_inputs)
     common.check_output_dir(output, overwrite)
-    backbone = common.load_model(model)
+    backbone = common.load_model(model, device)
     loaded = common.load_inputs(paths, backbone.image_size)
     out_dir = prepare_output_dir(output, overwrite=overwrite)
     protected = set(loaded.paths)

@@ -148,6 +148,7 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from an existing checkpoint made with the same settings.")] = True,
     keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Keep the checkpoint after the direction file is written.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+    device: common.DeviceOption = "cpu",
 ) -> None:
     from ..editor import EditConfig, Editor
     from ..directions import save_direction
@@ -172,9 +173,9 @@ def train_command(
     if ckpt.exists() and not resume:
         raise common.fail(f"checkpoint {ckpt} exists; pass --resume to continue it, delete it, or choose --checkpoint")
 
-    backbone = common.load_model(model)
+    backbone = common.load_model(model, device)
     clip = common.clip_for_model(clip, model)
-    encoder = load_encoder(clip)
+    encoder = load_encoder(clip, device=backbone.device)
     cos = text_similarity(clip, source, target, encoder=encoder)
     t_edit_given = t_edit is not None
     own = train_defaults_for(backbone.backbone_id, target)  # the model's own, for this edit (toy-faces)

@@ -45,7 +45,7 @@ def h_along_trajectories(backbone: Any, latents: torch.Tensor, n_steps: int, t_e
     pairs = [(t, t_next) for t, t_next in generation_pairs(ddim_grid(n_steps, ac.shape[0] - 1)) if t >= t_edit]
     out: dict[int, list[torch.Tensor]] = {t: [] for t, _ in pairs}
     for start in range(0, latents.shape[0], batch_size):
-        x = latents[start : start + batch_size].float()
+        x = latents[start : start + batch_size].to(backbone.device, torch.float32)
         for t, t_next in pairs:
             tt = torch.full((x.shape[0],), float(t), device=x.device)
             with network_autocast(precision, x.device):
