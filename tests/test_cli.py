@@ -95,7 +95,7 @@ def test_edit_writes_images_grid_and_run_json_and_names_the_corrupt_image(world)
     assert {"a_edited.png", "b_edited.png", "grid.png", "run.json"} <= {p.name for p in out.iterdir()}
     assert Image.open(out / "a_edited.png").size == (32, 32)
     rec = json.loads((out / "run.json").read_text())
-    assert rec["command"] == "edit" and rec["config"]["n_steps"] == 4
+    assert rec["command"] == "edit" and rec["config"]["n_steps"] == 4 and rec["device"] == "cpu"
     assert rec["t_edit"] == 500 and rec["interval_source"]["t_edit"] == "direction file"
     assert rec["directions"][0]["strength"] == -0.5 and rec["directions"][0]["header"]["kind"] == "global"
     assert [Path(f["path"]).name for f in rec["failed"]] == ["broken.png"]
@@ -139,6 +139,7 @@ def test_edit_on_the_gpu_matches_the_cpu(world, tmp_path):
                      "-o", str(out), "--device", device, *FAST)
         assert result.exit_code == 0, result.output
         outs[device] = np.asarray(Image.open(out / "a_edited.png"), dtype=np.int16)
+        assert json.loads((out / "run.json").read_text())["device"].startswith(device)
     assert np.abs(outs["cpu"] - outs["cuda"]).max() <= 2  # kernels differ in the last bits
 
 

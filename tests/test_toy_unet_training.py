@@ -380,7 +380,7 @@ def test_cli_train_unet_never_exports_a_changed_recipe_into_the_shipped_folder(t
 
     before = sorted((p.name, p.stat().st_mtime_ns) for p in shipped_model_dir().iterdir()) if shipped_model_dir().is_dir() else []
     for extra in (["--steps", "2"], ["--batch-size", "2"], ["--precision", "fp32"], ["--skip-dropout", "0.2"],
-                  ["--lr", "1e-4"]):
+                  ["--skip-dropout-blocks", "1,2"], ["--lr", "1e-4"]):
         res = CliRunner().invoke(app, ["toyworld", "train-unet", *extra, "--checkpoint-dir", str(tmp_path / "ck")])
         assert res.exit_code != 0 and "--out" in res.output and extra[0] in res.output, res.output
     assert not (tmp_path / "ck").exists()
@@ -496,11 +496,17 @@ def test_cli_skip_dropout_override_is_checked_and_recorded(tmp_path):
     assert not (tmp_path / "a").exists()
     r = runner.invoke(app, [*base, "--skip-dropout", "1.5", "--checkpoint-dir", str(tmp_path / "b"), "--out", str(tmp_path / "b-out")])
     assert r.exit_code == 2 and "[0, 1)" in r.output, r.output
-    # the fine-tune recipe from the shipped model, one step, with another probability
+    for blocks, says in (("1;2", "comma-separated integers"), ("1,9", "distinct indices"), ("1,1", "distinct indices")):
+        r = runner.invoke(app, [*base, "--skip-dropout", "0.3", "--skip-dropout-blocks", blocks, "--checkpoint-dir",
+                                str(tmp_path / "d"), "--out", str(tmp_path / "d-out")])
+        assert r.exit_code == 2 and says in r.output, r.output
+    assert not (tmp_path / "d").exists()
+    # the fine-tune recipe from the shipped model, one step, with another probability and levels
     r = runner.invoke(app, ["toyworld", "train-unet", "--recipe", "toy-faces-skipdrop", "--steps", "1", "--skip-dropout", "0.25", "--lr", "1e-4",
+                            "--skip-dropout-blocks", "1,2",
                             "--checkpoint-dir", str(tmp_path / "c"), "--out", str(tmp_path / "c-out"), "--threads", "1"])
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "c-out" / "training.json").read_text())
-    assert info["recipe"]["skip_dropout"] == 0.25 and info["recipe"]["skip_dropout_blocks"] == [0, 1, 2, 3]
+    assert info["recipe"]["skip_dropout"] == 0.25 and info["recipe"]["skip_dropout_blocks"] == [1, 2]
     assert info["recipe"]["lr"] == 1e-4
     assert info["init"]["steps"] == 4500 and info["recipe"]["init_from"] == "toy-faces"

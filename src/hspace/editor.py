@@ -307,4 +307,4 @@ class Editor:
 
     def describe(self) -> dict:
         """The resolved configuration, for run records."""
-        return {"backbone_id": self.backbone.backbone_id, **asdict(self.config)}
+        return {"backbone_id": self.backbone.backbone_id, "device": str(self.backbone.device), **asdict(self.config)}

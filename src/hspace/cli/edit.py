@@ -152,6 +152,7 @@ def edit_command(
         command="edit",
         model=model,
         backbone_id=backbone.backbone_id,
+        device=str(backbone.device),
         inputs=[str(p.resolve()) for p in loaded.paths],  # absolute: `hspace eval` reads them from any folder
         failed=[{"path": str(p), "reason": r} for p, r in loaded.failed],
         notices=loaded.notices,

@@ -84,6 +84,7 @@ def invert_command(
         command="invert",
         model=model,
         backbone_id=backbone.backbone_id,
+        device=str(backbone.device),
         inputs=[str(p) for p in loaded.paths],
         failed=[{"path": str(p), "reason": r} for p, r in loaded.failed],
         notices=loaded.notices,

@@ -100,6 +100,14 @@ def sample_command(
     say(f"wrote {n} images, labels.jsonl and factors.json to {folder}")
 
 
+def _int_list(flag: str, text: str) -> tuple[int, ...]:
+    """``"1,2"`` -> ``(1, 2)``; anything else is refused naming ``flag``."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise fail(f"{flag} takes comma-separated integers such as 1,2; got {text!r}") from None
+
+
 TRAIN_UNET_HELP = """Train the built-in `toy-faces` diffusion model (a small diffusers UNet2DModel) on toy faces.
 
 \b
@@ -135,6 +143,7 @@ def train_unet_command(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Override the recipe's batch size (changes the recipe: no --resume across it).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Override the recipe's learning rate (changes the recipe, so it needs --out).")] = None,
     skip_dropout: Annotated[Optional[float], typer.Option("--skip-dropout", help="Override the recipe's skip dropout probability (0 <= P < 1; changes the recipe, so it needs --out). For toy-faces-skipdrop, 0 is the plain fine-tune it is compared with.")] = None,
+    skip_dropout_blocks: Annotated[Optional[str], typer.Option("--skip-dropout-blocks", metavar="I,J,...", help="Override which decoder up blocks lose their skip inputs under skip dropout: indices into unet.up_blocks, coarsest first (toy-faces: 0 = 8 px, 1 = 16, 2 = 32, 3 = 64); changes the recipe, so it needs --out.")] = None,
     data_workers: Annotated[int, typer.Option("--data-workers", help="Processes that render batches ahead (0: one thread, enough on a CPU). A GPU trains faster than one core renders (about 500 faces/s): give it several.")] = 0,
     export_unfinished: Annotated[bool, typer.Option("--export-unfinished", help="Export the EMA model to --out also when the run stops early (--max-minutes, Ctrl-C); training.json records the steps done. Needs --out.")] = False,
 ) -> None:
@@ -143,11 +152,13 @@ def train_unet_command(
     if recipe_name not in RECIPES:
         raise fail(f"unknown --recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]()
+    blocks = _int_list("--skip-dropout-blocks", skip_dropout_blocks) if skip_dropout_blocks is not None else None
     # (option, recipe field, value given): each changes the recipe, is applied to it, and is repeated
     # in the command that continues a stopped run
     overrides = [(flag, name, given) for flag, name, given in (
         ("--steps", "steps", steps), ("--batch-size", "batch_size", batch_size), ("--precision", "precision", precision),
-        ("--skip-dropout", "skip_dropout", skip_dropout), ("--lr", "lr", lr)) if given is not None]
+        ("--skip-dropout", "skip_dropout", skip_dropout), ("--skip-dropout-blocks", "skip_dropout_blocks", blocks),
+        ("--lr", "lr", lr)) if given is not None]
     changed = [flag for flag, name, given in overrides if given != getattr(recipe, name)]
     if changed and out is None:
         raise fail(f"{', '.join(changed)} change the recipe, so the model would not be the shipped one: pass --out DIR "
@@ -187,7 +198,7 @@ def train_unet_command(
         again = ["hspace toyworld train-unet", "--resume"]
         if recipe_name != "toy-faces":
             again.append(f"--recipe {recipe_name}")
-        again += [f"{flag} {given}" for flag, _, given in overrides]
+        again += [f"{flag} {','.join(map(str, given)) if isinstance(given, tuple) else given}" for flag, _, given in overrides]
         if checkpoint_dir != default_checkpoint_dir():
             again.append(f"--checkpoint-dir {checkpoint_dir}")
         if out != shipped_model_dir():
