@@ -129,3 +129,15 @@ def test_measure_runs_a_trained_style_direction_under_bf16(tiny_backbone):
         norms = h_along_trajectories(bb, x, 4, 500, precision="bf16", reduce="none",
                                      measure=lambda enc: f_t(enc.h, enc.t, enc.temb).float().flatten(1).norm(dim=1))
     assert all(v.shape == (2,) and torch.isfinite(v).all() for v in norms.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent GPU machine)")
+def test_mean_difference_runs_where_the_backbone_runs(tiny_backbone):
+    # latents on the CPU, the backbone on the GPU (`hspace difference --device cuda`)
+    import copy
+
+    a, b = _latents(tiny_backbone, 3, 0), _latents(tiny_backbone, 2, 1)
+    cpu = mean_difference_direction(tiny_backbone, a, b, n_steps=6, t_edit=500)
+    gpu = mean_difference_direction(copy.deepcopy(tiny_backbone).to("cuda"), a, b, n_steps=6, t_edit=500)
+    for t in cpu.timesteps:
+        torch.testing.assert_close(gpu.step_tensor(t).cpu(), cpu.step_tensor(t), atol=1e-3, rtol=1e-3)
