@@ -152,7 +152,6 @@ def test_editing_band_edits_only_inside_it(tame_backbone, tmp_path):
         global_dir(tame_backbone, t_edit=600, t_edit_max=500)
 
 
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent GPU machine)")
 def test_editor_runs_where_the_backbone_runs(tame_backbone):
     # images and directions on the CPU, the backbone on the GPU: results come back on the CPU and
