@@ -140,7 +140,7 @@ def test_cli_train_picks_the_preset(tmp_path, monkeypatch):
     from hspace.cli.main import app
 
     bb = backbone_with_id(CELEBA_ID)
-    monkeypatch.setattr(common, "load_model", lambda model: bb)
+    monkeypatch.setattr(common, "load_model", lambda model, device="cpu": bb)
     out = tmp_path / "smile.safetensors"
     result = CliRunner().invoke(app, ["train", "-m", CELEBA_ID, "--source", "face", "--target", "smiling face",
                                       "--noise", "1", "--clip", "tiny-random-clip", "--steps", "4", "-o", str(out)])
@@ -181,7 +181,7 @@ def _train_toy(tmp_path, monkeypatch, *extra: str):
     from hspace.cli.main import app
 
     bb = backbone_with_id("toy-faces")
-    monkeypatch.setattr(common, "load_model", lambda model: bb)
+    monkeypatch.setattr(common, "load_model", lambda model, device="cpu": bb)
     out = tmp_path / f"d{len(list(tmp_path.iterdir()))}.safetensors"
     result = CliRunner().invoke(app, ["train", "-m", "toy-faces", "--source", "face", "--target", "smiling face",
                                       "--noise", "1", "--clip", "tiny-random-clip", "--steps", "4", "-o", str(out), *extra])

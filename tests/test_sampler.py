@@ -20,6 +20,7 @@ class ClosedFormBackbone:
     h_shape = (3, 8, 8)
     temb_dim = 1
     s = 0.5
+    device = torch.device("cpu")  # the Backbone protocol's: where inputs go (the Editor moves them there)
 
     def __init__(self):
         self.alphas_cumprod = default_alphas_cumprod()
