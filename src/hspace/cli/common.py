@@ -321,6 +321,14 @@ def parse_sweep(spec: str) -> list[float]:
     return [a + (b - a) * i / (n - 1) for i in range(n)]
 
 
+def parse_int_list(spec: str, name: str) -> tuple[int, ...]:
+    """``"1,2"`` -> (1, 2); anything else is refused naming the option ``name``."""
+    try:
+        return tuple(int(p) for p in spec.split(","))
+    except ValueError:
+        raise fail(f"{name} takes comma-separated integers such as 1,2; got {spec!r}") from None
+
+
 def parse_shape(spec: str, name: str = "--h-shape") -> tuple[int, int, int]:
     """``C,H,W`` -> (C, H, W) of positive ints."""
     try:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import OVERWRITE_HELP, fail, handle_errors, notice, say
+from .common import OVERWRITE_HELP, fail, handle_errors, notice, parse_int_list, say
 
 HELP = """The built-in offline world: procedural 64x64 cartoon faces whose attributes are known
 (smile, eyes open, glasses, hair colour and style, skin tone, face shape, hat, beard, background,
@@ -100,14 +100,6 @@ def sample_command(
     say(f"wrote {n} images, labels.jsonl and factors.json to {folder}")
 
 
-def _int_list(flag: str, text: str) -> tuple[int, ...]:
-    """``"1,2"`` -> ``(1, 2)``; anything else is refused naming ``flag``."""
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise fail(f"{flag} takes comma-separated integers such as 1,2; got {text!r}") from None
-
-
 TRAIN_UNET_HELP = """Train the built-in `toy-faces` diffusion model (a small diffusers UNet2DModel) on toy faces.
 
 \b
@@ -152,7 +144,7 @@ def train_unet_command(
     if recipe_name not in RECIPES:
         raise fail(f"unknown --recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]()
-    blocks = _int_list("--skip-dropout-blocks", skip_dropout_blocks) if skip_dropout_blocks is not None else None
+    blocks = parse_int_list(skip_dropout_blocks, "--skip-dropout-blocks") if skip_dropout_blocks is not None else None
     # (option, recipe field, value given): each changes the recipe, is applied to it, and is repeated
     # in the command that continues a stopped run
     overrides = [(flag, name, given) for flag, name, given in (
